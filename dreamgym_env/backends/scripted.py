@@ -56,7 +56,6 @@ class ScriptedBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls.append(len(requests))
-        start = time.perf_counter()
         if self.latency_s:
             time.sleep(self.latency_s)
         results = []
@@ -66,7 +65,8 @@ class ScriptedBackend:
             except Exception as exc:  # noqa: BLE001 - a scripted failure becomes a result error
                 results.append(GenerationResult(error=f"{type(exc).__name__}: {exc}"))
                 continue
-            results.append(GenerationResult(text=text, latency_s=time.perf_counter() - start))
+            # The simulated latency is reported as is, so scripted rollouts stay reproducible.
+            results.append(GenerationResult(text=text, latency_s=self.latency_s))
         return results
 
     def close(self) -> None:

@@ -40,6 +40,8 @@ class Domain:
     name: str = "base"
     state_format: StateFormat = "patch"
     max_episode_steps: int = 30
+    max_output_tokens: int = 384
+    terminal_verbs: tuple[str, ...] = ("stop",)
     grammar: ActionGrammar
 
     def __init__(self, tasks: Sequence[Task]):
@@ -62,6 +64,14 @@ class Domain:
         if task is None:
             raise UnknownTaskError(task_id, self._by_id, self.name)
         return task
+
+    def default_model(self) -> str | None:
+        """The model directory used when the user names none; None: the embedded base model."""
+        return None
+
+    def default_buffer(self) -> Any:
+        """The replay buffer used when the user names none; None: no retrieval."""
+        return None
 
     def admissible_actions(self, state: str) -> list[str] | None:
         """Every action that makes sense on ``state``, or None when they cannot be listed."""

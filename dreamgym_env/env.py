@@ -17,9 +17,9 @@ from dreamgym_env.domains.base import Task
 from dreamgym_env.errors import BackendError, DreamGymError, ModelOutputError
 from dreamgym_env.patch import apply_patch
 from dreamgym_env.schema import (
-    INITIAL_STATE_SCHEMA,
     ModelOutput,
     Transition,
+    initial_state_json_schema,
     output_json_schema,
     parse_initial_state,
     parse_model_output,
@@ -156,7 +156,7 @@ class DreamGymEnv(gym.Env[str, str]):
         self.max_tokens = max_tokens or self.domain.max_output_tokens
         self.policy_version = policy_version
         self.render_mode = render_mode
-        self.output_schema = output_json_schema(self.domain.state_format)
+        self.output_schema = output_json_schema(self.domain.state_format, self.domain.output_limits)
         self.action_space = UnicodeText(max_action_length, examples=self.domain.grammar.examples())
         self.observation_space = UnicodeText(max_observation_length)
         self._initial_state_cache: dict[str, str] = {}
@@ -221,7 +221,7 @@ class DreamGymEnv(gym.Env[str, str]):
                 top_p=self.top_p,
                 max_tokens=self.max_tokens,
                 seed=seed + attempt,
-                json_schema=INITIAL_STATE_SCHEMA,
+                json_schema=initial_state_json_schema(self.domain.output_limits),
                 metadata={"kind": "initial_state", "task_id": task.task_id, "goal": task.goal},
             )
             result = self.backend.generate([request])[0]

@@ -95,16 +95,35 @@ class ModelOutput:
     patch: list[str] | None = None
 
 
-def output_json_schema(state_format: StateFormat) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OutputLimits:
+    """Length caps written into the output schema, so that constrained decoding always closes
+    the JSON object within the token budget, even for an untrained model. None: no cap."""
+
+    reasoning_chars: int | None = None
+    state_chars: int | None = None
+    patch_lines: int | None = None
+    line_chars: int | None = None
+
+
+def _string(max_chars: int | None) -> dict[str, Any]:
+    return {"type": "string", **({"maxLength": max_chars} if max_chars else {})}
+
+
+def output_json_schema(state_format: StateFormat, limits: OutputLimits | None = None) -> dict[str, Any]:
     """JSON schema of a model output, for structured outputs and validation.
 
     The key order (reasoning first) is the order the model writes: it reasons, then predicts.
     """
-    properties: dict[str, Any] = {"reasoning": {"type": "string"}}
+    limits = limits or OutputLimits()
+    properties: dict[str, Any] = {"reasoning": _string(limits.reasoning_chars)}
     if state_format == "patch":
-        properties["patch"] = {"type": "array", "items": {"type": "string"}}
+        patch: dict[str, Any] = {"type": "array", "items": _string(limits.line_chars)}
+        if limits.patch_lines:
+            patch["maxItems"] = limits.patch_lines
+        properties["patch"] = patch
     else:
-        properties["next_state"] = {"type": "string"}
+        properties["next_state"] = _string(limits.state_chars)
     properties.update(
         {
             "reward": {"type": "integer", "enum": [0, 1]},
@@ -120,19 +139,24 @@ def output_json_schema(state_format: StateFormat) -> dict[str, Any]:
     }
 
 
-INITIAL_STATE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"state": {"type": "string"}},
-    "required": ["state"],
-    "additionalProperties": False,
-}
+def initial_state_json_schema(limits: OutputLimits | None = None) -> dict[str, Any]:
+    """JSON schema of the answer to an initial-state request: ``{"state": str}``."""
+    max_chars = (limits or OutputLimits()).state_chars or 2000
+    return {
+        "type": "object",
+        "properties": {"state": _string(max_chars)},
+        "required": ["state"],
+        "additionalProperties": False,
+    }
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
 
 def _load_json_object(raw: str) -> dict[str, Any]:
     """Parse the first JSON object in ``raw`` (tolerates code fences and trailing text)."""
-    text = _FENCE.sub("", raw.strip())
+    text = raw.strip()
+    if text.startswith("```"):
+        text = _FENCE.sub("", text)
     start = text.find("{")
     if start < 0:
         raise ModelOutputError("no JSON object in model output", raw)

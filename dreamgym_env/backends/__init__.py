@@ -92,6 +92,8 @@ def make_backend(
             kind = "openai" if base_url else "transformers"
         if kind != "openai" and model is None:
             model = default_model
+    elif backend == "scripted":  # explicit only: the fake backend of the contract tests
+        return ScriptedBackend()
     else:
         kind, model, base_url = _parse_spec(backend)
         if kind == "transformers" and model is None:

@@ -100,9 +100,11 @@ class TransformersBackend:
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
             self._grammar_compiler = xgr.GrammarCompiler(info)
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # key order matters: properties are generated in this order
         if key not in self._grammars:
-            self._grammars[key] = self._grammar_compiler.compile_json_schema(key)
+            started = time.perf_counter()
+            self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+            logger.debug("compiled a JSON-schema grammar in %.2f s", time.perf_counter() - started)
         return self._grammars[key]
 
     def _logits_processors(self, chunk: Sequence[GenerationRequest]) -> list[Any]:

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from dreamgym_env.domains.actions import ActionGrammar
 from dreamgym_env.errors import UnknownTaskError
-from dreamgym_env.schema import StateFormat
+from dreamgym_env.schema import OutputLimits, StateFormat
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Domain:
     state_format: StateFormat = "patch"
     max_episode_steps: int = 30
     max_output_tokens: int = 384
+    output_limits: OutputLimits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
     terminal_verbs: tuple[str, ...] = ("stop",)
     grammar: ActionGrammar
 

@@ -11,6 +11,7 @@ from typing import Sequence
 from dreamgym_env.domains.actions import ActionGrammar
 from dreamgym_env.domains.base import Domain, Task
 from dreamgym_env.errors import MissingDependencyError
+from dreamgym_env.schema import OutputLimits
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class WebArenaDomain(Domain):
     name = "webarena"
     state_format = "whole"
     max_episode_steps = 30
+    max_output_tokens = 512
+    output_limits = OutputLimits(reasoning_chars=300, state_chars=1500)
     grammar = ActionGrammar(WEBARENA_VERBS)
 
     def __init__(self, sites: Sequence[str] | None = None):

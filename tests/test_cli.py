@@ -1,0 +1,39 @@
+"""The dreamgym command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dreamgym_env.cli import build_parser, main
+
+SUBCOMMANDS = ["rollout", "buffer", "env"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: dreamgym" in capsys.readouterr().out
+
+
+def test_every_subcommand_is_tested():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(SUBCOMMANDS)
+
+
+def test_rollout_json(capsys):
+    assert main(["rollout", "--backend", "scripted", "--buffer", "", "--episodes", "2",
+                 "--max-steps", "3", "--json", "--task-id", "27"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["event"] for r in records].count("reset") == 2
+    steps = [r for r in records if r["event"] == "step"]
+    assert steps and all("reasoning" in r and "reward" in r for r in steps)
+    assert records[-1]["event"] == "summary" and records[-1]["episodes"] == 2
+
+
+def test_env_lists_ids(capsys):
+    assert main(["env"]) == 0
+    assert "DreamGym-WebArena-v0" in json.loads(capsys.readouterr().out)["env_ids"]

@@ -151,6 +151,33 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from dreamgym_env.serving import vllm_server_command, vllm_server_env
+
+    model = args.model
+    if model is None:
+        from dreamgym_env.backends.default_model import build_default_model
+
+        model = str(build_default_model())
+    command = vllm_server_command(
+        model, host=args.host, port=args.port, device=args.device, max_model_len=args.max_model_len,
+        served_model_name=args.served_model_name, enforce_eager=args.enforce_eager,
+        python=args.python, extra_args=args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args,
+    )
+    logger.info("starting: %s", shlex.join(command))
+    logger.info("then: export DREAMGYM_BASE_URL=http://%s:%d/v1", args.host, args.port)
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    try:
+        return subprocess.call(command, env=vllm_server_env(args.device))
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -177,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     buffer.add_argument("--older-than-s", type=float, default=None)
     buffer.add_argument("--min-utility", type=float, default=None)
     buffer.set_defaults(func=_cmd_buffer)
+
+    serve = sub.add_parser("serve", help="start a vLLM OpenAI-compatible server for an experience model")
+    serve.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="picks --dtype (fp32 on CPUs without bf16)")
+    serve.add_argument("--max-model-len", type=int, default=2048)
+    serve.add_argument("--served-model-name", default=None, help="default: the model directory's name")
+    serve.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
+    serve.add_argument("--python", default=None, help="python with vLLM (default: DREAMGYM_VLLM_PYTHON, else this one)")
+    serve.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM server flags")
+    serve.set_defaults(func=_cmd_serve)
 
     env = sub.add_parser("env", help="print versions and registered env ids")
     env.set_defaults(func=_cmd_env)

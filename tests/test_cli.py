@@ -8,7 +8,7 @@ import pytest
 
 from dreamgym_env.cli import build_parser, main
 
-SUBCOMMANDS = ["rollout", "buffer", "env"]
+SUBCOMMANDS = ["rollout", "buffer", "serve", "env"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -37,3 +37,10 @@ def test_rollout_json(capsys):
 def test_env_lists_ids(capsys):
     assert main(["env"]) == 0
     assert "DreamGym-WebArena-v0" in json.loads(capsys.readouterr().out)["env_ids"]
+
+
+def test_serve_dry_run_has_the_flags_dreamgym_needs(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path), "--port", "8123", "--dry-run", "--", "--seed", "1"]) == 0
+    command = capsys.readouterr().out
+    assert "vllm.entrypoints.openai.api_server" in command and "--port 8123" in command
+    assert "disable_any_whitespace" in command and "--dtype" in command and command.strip().endswith("--seed 1")

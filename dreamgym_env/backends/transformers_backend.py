@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult
 from dreamgym_env.device import pick_device, pick_dtype
 from dreamgym_env.errors import ModelNotFoundError
+from dreamgym_env.prompts import JSON_SEPARATORS
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,9 @@ class TransformersBackend:
         key = json.dumps(schema)  # key order matters: properties are generated in this order
         if key not in self._grammars:
             started = time.perf_counter()
-            self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+            self._grammars[key] = self._grammar_compiler.compile_json_schema(
+                key, any_whitespace=False, separators=JSON_SEPARATORS
+            )
             logger.debug("compiled a JSON-schema grammar in %.2f s", time.perf_counter() - started)
         return self._grammars[key]
 

@@ -16,6 +16,10 @@ from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
 PROMPT_VERSION = "v1"
 
+#: Compact JSON, as constrained decoding writes it (vLLM with ``disable_any_whitespace`` and
+#: TransformersBackend both use these separators), so that training targets match serving.
+JSON_SEPARATORS = (",", ":")
+
 _STATE_RULES = {
     "patch": (
         '"patch": the new or changed element lines of the next state, whole, and "-[ref]" for '
@@ -114,7 +118,7 @@ def render_target(output: ModelOutput, state_format: StateFormat) -> str:
     else:
         body["next_state"] = output.next_state or ""
     body.update(reward=int(output.reward), done=output.done, valid_action=output.valid_action)
-    return json.dumps(body, ensure_ascii=False)
+    return json.dumps(body, ensure_ascii=False, separators=JSON_SEPARATORS)
 
 
 def render_initial_state(*, domain: str, goal: str, context: str = "") -> list[dict[str, str]]:

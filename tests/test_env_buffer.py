@@ -1,0 +1,87 @@
+"""The env with a real Chroma buffer: real initial states, retrieval, synthetic write-back."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+import dreamgym_env  # noqa: F401
+from dreamgym_env.backends import ScriptedBackend
+from dreamgym_env.buffer import ExperienceBuffer
+from dreamgym_env.env import DreamGymEnv
+from dreamgym_env.schema import Transition
+
+REAL_STATE = "[1] RootWebArea 'Orders'\n[2] link 'On hold'\n[3] button 'Filter'"
+
+
+def real_episode(trajectory_id: str, task_id: str = "680", steps: int = 3) -> list[Transition]:
+    return [
+        Transition("webarena", task_id, trajectory_id, step, REAL_STATE, f"click [{2 + step % 2}]",
+                   REAL_STATE + f"\n[{10 + step}] StaticText 'row {step}'", float(step == steps - 1),
+                   step == steps - 1, goal="Go to the list of orders that are on hold", source="real")
+        for step in range(steps)
+    ]
+
+
+def test_real_initial_state_retrieval_and_synthetic_writes(tmp_path):
+    buffer = ExperienceBuffer(tmp_path / "buffer")
+    buffer.add(real_episode("real-a") + real_episode("real-b"))
+    seen_prompts = []
+
+    def responder(request):
+        seen_prompts.append(request.messages[-1]["content"])
+        from dreamgym_env.backends.scripted import default_scripted_response
+
+        return default_scripted_response(request)
+
+    env = DreamGymEnv("webarena", backend=ScriptedBackend(responder), buffer=buffer, top_k=2,
+                      task_id=680, policy_version="pi-0")
+    obs, info = env.reset(seed=0)
+    assert REAL_STATE in obs and info["model_latency_s"] == 0.0  # real initial state, no model call
+    obs, reward, terminated, truncated, info = env.step("click [2]")
+    assert len(info["retrieved"]) == 2 and all(i.startswith("webarena:real-") for i in info["retrieved"])
+    assert "Similar real transitions:" in seen_prompts[-1] and "on [2] link 'On hold': click [2]" in seen_prompts[-1]
+    env.step("stop [done]")  # the episode ends: its transitions are written
+    synthetic = buffer.count({"source": "synthetic"})
+    assert synthetic == 2
+    # synthetic transitions are never retrieved as real demos
+    env.reset(seed=1)
+    _, _, _, _, info = env.step("click [3]")
+    assert all(i.startswith("webarena:real-") for i in info["retrieved"])
+    exported = tmp_path / "all.jsonl"
+    assert buffer.export_jsonl(exported) == 3  # two real trajectories and one synthetic
+    assert buffer.count({"trajectory_id": info["trajectory_id"]}) == 0  # not written before the flush
+    env.close()  # flushes the open episode
+    assert buffer.count({"source": "synthetic"}) == 3
+    (entry,) = buffer.get([f"webarena:{info['trajectory_id']}:0"])
+    assert entry.source == "synthetic" and entry.policy_version == "pi-0" and entry.action == "click [3]"
+
+
+def test_buffer_from_path_string_and_env_var(tmp_path, monkeypatch):
+    path = tmp_path / "b"
+    ExperienceBuffer(path).add(real_episode("real-a"))
+    env = gym.make("DreamGym-WebArena-v0", backend=ScriptedBackend(), buffer=str(path), task_id=680)
+    obs, _ = env.reset(seed=0)
+    assert REAL_STATE in obs
+    monkeypatch.setenv("DREAMGYM_BUFFER", str(path))
+    env = gym.make("DreamGym-WebArena-v0", backend=ScriptedBackend(), task_id=680)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("click [2]")
+    assert info["retrieved"]
+
+
+def test_vector_env_retrieves_in_one_query(tmp_path, monkeypatch):
+    buffer = ExperienceBuffer(tmp_path / "buffer")
+    buffer.add(real_episode("real-a"))
+    calls = []
+    original = buffer.query
+
+    def counting_query(states, actions, **kwargs):
+        calls.append(len(states))
+        return original(states, actions, **kwargs)
+
+    monkeypatch.setattr(buffer, "query", counting_query)
+    envs = gym.make_vec("DreamGym-WebArena-v0", num_envs=4, backend=ScriptedBackend(), buffer=buffer, task_id=680)
+    envs.reset(seed=0)
+    _, _, _, _, infos = envs.step(["click [2]"] * 4)
+    assert calls == [4]
+    assert all(len(r) > 0 for r in infos["retrieved"])

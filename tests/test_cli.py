@@ -44,3 +44,21 @@ def test_serve_dry_run_has_the_flags_dreamgym_needs(tmp_path, capsys):
     command = capsys.readouterr().out
     assert "vllm.entrypoints.openai.api_server" in command and "--port 8123" in command
     assert "disable_any_whitespace" in command and "--dtype" in command and command.strip().endswith("--seed 1")
+
+
+def test_buffer_import_stats_export(tmp_path, capsys):
+    from dreamgym_env.schema import Trajectory, Transition
+
+    steps = [Transition("webarena", "5", "t-1", i, f"[1] s{i}", "click [1]", f"[1] s{i + 1}", 0.0, i == 1,
+                        source="synthetic") for i in range(2)]
+    source_file = tmp_path / "in.jsonl"
+    source_file.write_text(Trajectory("t-1", "webarena", "5", "g", steps).to_json() + "\n")
+    path = str(tmp_path / "buffer")
+    assert main(["buffer", "import", "--path", path, "--file", str(source_file), "--source", "real"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"added": 2, "duplicates": 0}
+    assert main(["buffer", "stats", "--path", path]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"entries": 2, "real": 2, "synthetic": 0}
+    out_file = tmp_path / "out.jsonl"
+    assert main(["buffer", "export", "--path", path, "--file", str(out_file)]) == 0
+    (line,) = out_file.read_text().splitlines()
+    assert Trajectory.from_json(line).source == "real"

@@ -67,7 +67,8 @@ class DreamGymEnv(gym.Env[str, str]):
     line (``[ref] role 'name'``), and a ``Last action error:`` line after a bad action.
 
     ## Rewards
-    Outcome-based: 1.0 on the step that completes the task, else 0.0 (judged by the model).
+    Outcome-based: 1.0 on the step that completes the task, else 0.0 (judged by the model);
+    a reward of 1 ends the episode.
 
     ## Starting State
     A task drawn from the domain's task set (or ``options={"task_id": …}`` /
@@ -346,8 +347,9 @@ class DreamGymEnv(gym.Env[str, str]):
             return self._observation(plan.action_error), 0.0, False, error is not None, info
         output, next_state, result = prediction
         terminal = plan.parsed is not None and plan.parsed.verb in self.domain.terminal_verbs
-        terminated = bool(output.done or terminal)
         reward = float(output.reward) if output.valid_action else 0.0
+        # Outcome reward: success (reward 1) ends the episode, as does the model's done.
+        terminated = bool(output.done or terminal or reward > 0)
         previous_state = self._state
         self._state = next_state
         self._last_output, self._last_reward = output, reward

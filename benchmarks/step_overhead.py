@@ -133,7 +133,7 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     for size in sorted(args.sizes):
         rate = fill(buffer, size, task_ids, rng)
-        stats = measure_overhead(buffer, args.steps, args.top_k, args.seed)
+        stats = measure_overhead(buffer, args.steps, args.top_k, args.seed + size)
         print(f"| {size:,} | {rate:,.0f} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['mean']:.2f} |", flush=True)
 
     print(f"\n## Vector batching efficiency (simulated latency L = {args.latency} s per batched call)")

@@ -7,10 +7,13 @@ into a Hugging Face model directory under the cache, which later loads in about 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dreamgym_env.errors import MissingDependencyError, ModelNotFoundError
 
@@ -70,3 +73,43 @@ def build_default_model(out_dir: Path | None = None, force: bool = False) -> Pat
         shutil.rmtree(out_dir)
     tmp.replace(out_dir)
     return out_dir
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a backend finds its weights.
+
+    Attributes:
+        path: the directory the user named (a model, or a LoRA adapter).
+        base_path: the full model to load (``path`` itself unless it is an adapter).
+        adapter_config: the adapter's ``adapter_config.json`` when ``path`` is an adapter.
+        name: the name a backend reports (the default model's name, or the directory's).
+    """
+
+    path: Path
+    base_path: Path
+    adapter_config: dict[str, Any] | None
+    name: str
+
+
+def resolve_model(model: str | os.PathLike | None) -> ModelLocation:
+    """Locate a model directory, a LoRA adapter over its base, or (None) the embedded default.
+
+    Raises:
+        ModelNotFoundError: ``model`` names no existing directory.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = Path(model) if model is not None else build_default_model()
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"Model path {str(path)!r} does not exist; pass a Hugging Face model directory "
+            "or leave model unset to use the embedded default"
+        )
+    name = DEFAULT_MODEL_NAME if model is None else path.name
+    adapter_file = path / "adapter_config.json"
+    if not adapter_file.is_file():
+        return ModelLocation(path, path, None, name)
+    config = json.loads(adapter_file.read_text())
+    base = config.get("base_model_name_or_path")
+    base_path = Path(base) if base and Path(base).exists() else build_default_model()
+    return ModelLocation(path, base_path, config, name)

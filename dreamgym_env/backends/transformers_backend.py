@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult
 from dreamgym_env.device import pick_device, pick_dtype
-from dreamgym_env.errors import ModelNotFoundError
 from dreamgym_env.prompts import JSON_SEPARATORS
 
 logger = logging.getLogger(__name__)
@@ -52,35 +51,24 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from dreamgym_env.backends.default_model import DEFAULT_MODEL_NAME, build_default_model
+        from dreamgym_env.backends.default_model import resolve_model
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = Path(model) if model is not None else build_default_model()
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"Model path {str(path)!r} does not exist; pass a Hugging Face model directory "
-                "or leave model unset to use the embedded default"
-            )
+        location = resolve_model(model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
-        adapter_config = path / "adapter_config.json"
-        if adapter_config.is_file():
+        tokenizer_dir = location.path if (location.path / "tokenizer_config.json").is_file() else location.base_path
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(location.base_path, dtype=self.dtype)
+        if location.adapter_config is not None:
             from peft import PeftModel
 
-            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-            base_path = Path(base) if base and Path(base).exists() else build_default_model()
-            self.tokenizer = AutoTokenizer.from_pretrained(path if (path / "tokenizer_config.json").is_file() else base_path)
-            base_model = AutoModelForCausalLM.from_pretrained(base_path, dtype=self.dtype)
-            self.model = PeftModel.from_pretrained(base_model, path).merge_and_unload()
-        else:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+            self.model = PeftModel.from_pretrained(self.model, location.path).merge_and_unload()
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.name = DEFAULT_MODEL_NAME if model is None else path.name
-        self.model_path = path
+        self.name = location.name
+        self.model_path = location.path
         self.max_batch_size = max_batch_size
         self.structured_outputs = structured_outputs and _is_xgrammar_available()
         self._grammar_compiler: Any = None

@@ -9,7 +9,6 @@ on CPU machines install it in its own environment (scripts/install_vllm_cpu.sh) 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
@@ -18,7 +17,8 @@ from typing import Any, Sequence
 
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult
 from dreamgym_env.device import vllm_dtype_flag
-from dreamgym_env.errors import MissingDependencyError, ModelNotFoundError
+from dreamgym_env.errors import MissingDependencyError
+from dreamgym_env.serving import STRUCTURED_OUTPUTS_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -74,35 +74,25 @@ class VLLMBackend:
         **engine_kwargs: Any,
     ):
         vllm = _import_vllm()
-        from dreamgym_env.backends.default_model import DEFAULT_MODEL_NAME, build_default_model
+        from dreamgym_env.backends.default_model import resolve_model
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = Path(model) if model is not None else build_default_model()
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"Model path {str(path)!r} does not exist; pass a Hugging Face model directory "
-                "or leave model unset to use the embedded default"
-            )
+        location = resolve_model(model)
+        path, base_path = location.path, location.base_path
         self._lora_request = None
-        base_path = path
-        adapter_config = path / "adapter_config.json"
-        if adapter_config.is_file():
+        if location.adapter_config is not None:
             from vllm.lora.request import LoRARequest
 
-            config = json.loads(adapter_config.read_text())
-            base = config.get("base_model_name_or_path")
-            base_path = Path(base) if base and Path(base).exists() else build_default_model()
             engine_kwargs.setdefault("enable_lora", True)
-            engine_kwargs.setdefault("max_lora_rank", int(config.get("r", 16)))
+            engine_kwargs.setdefault("max_lora_rank", int(location.adapter_config.get("r", 16)))
             self._lora_request = LoRARequest(path.name, 1, str(path))
-        self.name = DEFAULT_MODEL_NAME if model is None else path.name
+        self.name = location.name
         self.model_path = path
         self.structured_outputs = structured_outputs
         self._vllm = vllm
         dtype = dtype or vllm_dtype_flag()
         if structured_outputs and compact_json:
             engine_kwargs.setdefault(
-                "structured_outputs_config", {"backend": "xgrammar", "disable_any_whitespace": True}
+                "structured_outputs_config", dict(STRUCTURED_OUTPUTS_CONFIG)
             )
         logger.info(
             "VLLMBackend: loading %s (dtype %s, max_model_len %d%s)",

@@ -34,6 +34,7 @@ import re
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -55,7 +56,6 @@ Where = dict[str, Any]
 PartKey = tuple[str, str]  # (domain, source)
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]+")
-_INCLUDE = ["metadatas", "distances"]
 
 
 def transition_id(t: Transition) -> str:
@@ -267,6 +267,11 @@ class ExperienceBuffer:
         self.path = None if path is None else str(path)
         self.collection_name = collection
         self._parts: dict[PartKey, Any] = {}
+        # Stored transitions never change under their id (a re-add is a duplicate), so their
+        # payloads can be cached: a query then asks Chroma for ids and distances only, which
+        # halves its cost, and fetches the payloads it has not seen yet.
+        self._payloads: OrderedDict[str, Transition] = OrderedDict()
+        self.payload_cache_size = 50_000
         self._missing: dict[PartKey, float] = {}  # partitions found absent, and when
         if client is not None:
             self._client = client
@@ -596,7 +601,23 @@ class ExperienceBuffer:
                 for i in [i for i in short if rows[i][1]]:
                     ne = _and(residual, {"trajectory_id": {"$ne": exclude[i]}})
                     rows[i] = self._search(parts, emb[i : i + 1], n_results, n_results, ne, [None])[0]
-        return [[Retrieved(id_, dist, _transition(meta)) for id_, dist, meta in r[0]] for r in rows]
+        return [[Retrieved(id_, dist, t) for id_, dist, t in r[0]] for r in rows]
+
+    def _load_payloads(self, col: Any, ids: Sequence[str]) -> dict[str, Transition]:
+        """The transitions of ``ids`` (all stored in ``col``), from the cache or one ``get``."""
+        cache = self._payloads
+        missing = list(dict.fromkeys(i for i in ids if i not in cache))
+        for chunk in _chunks(missing, self.max_batch_size):
+            res = col.get(ids=chunk, include=["metadatas"])
+            for id_, meta in zip(res["ids"], res["metadatas"]):
+                cache[id_] = _transition(meta)
+        out = {}
+        for id_ in ids:
+            cache.move_to_end(id_)
+            out[id_] = cache[id_]
+        while len(cache) > self.payload_cache_size:
+            cache.popitem(last=False)
+        return out
 
     def _search(
         self,
@@ -616,15 +637,16 @@ class ExperienceBuffer:
         merged: list[list[tuple[float, str, dict[str, Any]]]] = [[] for _ in range(len(emb))]
         horizon = [math.inf] * len(emb)  # distance beyond which a partition's answer is unknown
         for _, col in parts:
-            res = col.query(query_embeddings=emb, n_results=fetch, where=where, include=_INCLUDE)
-            for j, (ids, dists, metas) in enumerate(zip(res["ids"], res["distances"], res["metadatas"])):
+            res = col.query(query_embeddings=emb, n_results=fetch, where=where, include=["distances"])
+            payloads = self._load_payloads(col, [id_ for ids in res["ids"] for id_ in ids])
+            for j, (ids, dists) in enumerate(zip(res["ids"], res["distances"])):
                 ex = exclude[j]
                 dropped = False
-                for id_, dist, meta in zip(ids, dists, metas):
-                    if ex is not None and meta["trajectory_id"] == ex:
+                for id_, dist in zip(ids, dists):
+                    if ex is not None and payloads[id_].trajectory_id == ex:
                         dropped = True
                     else:
-                        merged[j].append((max(0.0, float(dist)), id_, meta))
+                        merged[j].append((max(0.0, float(dist)), id_, payloads[id_]))
                 if dropped and len(ids) == fetch:
                     horizon[j] = min(horizon[j], max(0.0, float(dists[-1])))
         out = []
@@ -796,6 +818,8 @@ class ExperienceBuffer:
             for col, ids in by_col.values():
                 for chunk in _chunks(ids, self.max_batch_size):
                     col.delete(ids=chunk)
+                    for id_ in chunk:
+                        self._payloads.pop(id_, None)
         return len(rows)
 
     def prune(

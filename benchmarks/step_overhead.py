@@ -7,7 +7,7 @@
    env at N = 1, 8, 32 should approach N / L steps/s. Efficiency = measured steps/s / (N / L).
 
 Prints figures; asserts nothing. Example:
-    python benchmarks/step_overhead.py --sizes 1000 10000 100000 --latency 0.25
+    python benchmarks/step_overhead.py --sizes 1000 10000 100000 --latency 0.25 1.0
 """
 
 from __future__ import annotations
@@ -69,26 +69,33 @@ def fill(buffer: ExperienceBuffer, target: int, task_ids: list[str], rng: np.ran
     return (target - have) / (time.perf_counter() - started)
 
 
-def measure_overhead(buffer: ExperienceBuffer, steps: int, top_k: int, seed: int) -> dict[str, float]:
-    """Step times (ms) of one env with a zero-latency backend over ``steps`` steps."""
+def measure_overhead(buffer: ExperienceBuffer, steps: int, warmup: int, top_k: int, seed: int) -> dict[str, float]:
+    """Step times (ms) of one env with a zero-latency backend over ``steps`` steps, after
+    ``warmup`` untimed ones; episodes of 20 steps."""
     env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, top_k=top_k)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     times = []
-    for i in range(steps):
+    hits, misses = buffer.payload_hits, buffer.payload_misses
+    for i in range(warmup + steps):
+        if i == warmup:
+            hits, misses = buffer.payload_hits, buffer.payload_misses
         action = f"click [{int(rng.integers(1, 20))}]"
         started = time.perf_counter()
         _, _, terminated, truncated, info = env.step(action)
-        times.append((time.perf_counter() - started) * 1000)
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
         assert info["error"] is None and len(info["retrieved"]) == top_k
         if terminated or truncated or i % 20 == 19:
             env.reset()
     env.close()
     times.sort()
+    hits, misses = buffer.payload_hits - hits, buffer.payload_misses - misses
     return {
         "p50": statistics.median(times),
         "p95": times[int(0.95 * (len(times) - 1))],
         "mean": statistics.fmean(times),
+        "hit_rate": hits / max(1, hits + misses),
     }
 
 
@@ -111,8 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--steps", type=int, default=500, help="timed steps per buffer size")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed steps first (warms the payload cache)")
     parser.add_argument("--top-k", type=int, default=4)
-    parser.add_argument("--latency", type=float, default=0.25, help="simulated seconds per batched call")
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.25, 1.0], help="simulated seconds per batched call")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--batch-steps", type=int, default=20)
     parser.add_argument("--buffer-dir", default=None, help="reuse a buffer directory between runs")
@@ -129,21 +137,24 @@ def main() -> None:
     buffer = ExperienceBuffer(buffer_dir)
 
     print("\n## Per-step overhead (zero-latency scripted backend, top_k={}, retrieval + synthetic writes)".format(args.top_k))
-    print("| real entries | inserts/s while filling | p50 ms | p95 ms | mean ms |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| real entries | inserts/s while filling | p50 ms | p95 ms | mean ms | payload cache hits |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for size in sorted(args.sizes):
         rate = fill(buffer, size, task_ids, rng)
-        stats = measure_overhead(buffer, args.steps, args.top_k, args.seed + size)
-        print(f"| {size:,} | {rate:,.0f} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['mean']:.2f} |", flush=True)
+        stats = measure_overhead(buffer, args.steps, args.warmup, args.top_k, args.seed + size)
+        size = buffer.count({"source": "real"})  # the real size (a reused buffer may be larger)
+        print(f"| {size:,} | {rate:,.0f} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['mean']:.2f} "
+              f"| {stats['hit_rate']:.0%} |", flush=True)
 
-    print(f"\n## Vector batching efficiency (simulated latency L = {args.latency} s per batched call)")
-    print("| num_envs | buffer | steps/s | ideal N/L | efficiency |")
-    print("|---:|---|---:|---:|---:|")
-    for label, buf in (("none", None), (f"{buffer.count({'source': 'real'}):,} real", buffer)):
-        for n in args.num_envs:
-            sps = measure_batching(n, args.latency, args.batch_steps, buf)
-            ideal = n / args.latency
-            print(f"| {n} | {label} | {sps:.1f} | {ideal:.1f} | {sps / ideal:.3f} |", flush=True)
+    print("\n## Vector batching efficiency (backend answers each batched call after L seconds)")
+    print("| L (s) | num_envs | buffer | steps/s | ideal N/L | efficiency |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for latency in args.latency:
+        for label, buf in (("none", None), (f"{buffer.count({'source': 'real'}):,} real", buffer)):
+            for n in args.num_envs:
+                sps = measure_batching(n, latency, args.batch_steps, buf)
+                ideal = n / latency
+                print(f"| {latency} | {n} | {label} | {sps:.1f} | {ideal:.1f} | {sps / ideal:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -272,6 +272,8 @@ class ExperienceBuffer:
         # halves its cost, and fetches the payloads it has not seen yet.
         self._payloads: OrderedDict[str, Transition] = OrderedDict()
         self.payload_cache_size = 50_000
+        self.payload_hits = 0
+        self.payload_misses = 0
         self._missing: dict[PartKey, float] = {}  # partitions found absent, and when
         if client is not None:
             self._client = client
@@ -607,6 +609,8 @@ class ExperienceBuffer:
         """The transitions of ``ids`` (all stored in ``col``), from the cache or one ``get``."""
         cache = self._payloads
         missing = list(dict.fromkeys(i for i in ids if i not in cache))
+        self.payload_misses += len(missing)
+        self.payload_hits += len(ids) - len(missing)
         for chunk in _chunks(missing, self.max_batch_size):
             res = col.get(ids=chunk, include=["metadatas"])
             for id_, meta in zip(res["ids"], res["metadatas"]):

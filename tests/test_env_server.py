@@ -59,3 +59,14 @@ def test_unreachable_server_with_no_model_name_fails_clearly():
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(BackendError, match="127.0.0.1"):
         gym.make("DreamGym-WebArena-v0", backend=url, buffer=False)
+
+
+def test_environment_variables_choose_the_served_model(monkeypatch):
+    with FakeOpenAIServer(model="env-model", reply=reply) as server:
+        monkeypatch.setenv("DREAMGYM_BASE_URL", server.url)
+        monkeypatch.setenv("DREAMGYM_MODEL", "env-model")
+        env = gym.make("DreamGym-WebArena-v0", buffer=False)  # no backend argument
+        assert isinstance(env.unwrapped.backend, OpenAIBackend)
+        env.reset(seed=0)
+        _, _, _, _, info = env.step("click [2]")
+        assert info["error"] is None and server.bodies[-1]["model"] == "env-model"

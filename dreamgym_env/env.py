@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -485,8 +486,6 @@ def run_plans(backend: ExperienceModel, envs: Sequence[DreamGymEnv], plans: Sequ
 def _resolve_buffer(buffer: Any, domain: Domain) -> Any:
     """The env's ExperienceBuffer: given, from a path/URI, from ``DREAMGYM_BUFFER``, the
     domain's default, or None (``buffer=False`` turns retrieval off)."""
-    import os
-
     if buffer is False:
         return None
     if buffer is None:

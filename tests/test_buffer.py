@@ -511,3 +511,19 @@ def test_path_is_created(tmp_path):
     with ExperienceBuffer(target) as b:
         b.add(make_trajectory("p").transitions[:1])
     assert Path(target).is_dir()
+
+
+def test_gzip_jsonl_round_trip_and_seeded_buffer(tmp_path):
+    from dreamgym_env.buffer.defaults import seeded_buffer
+    from dreamgym_env.schema import Trajectory, Transition
+
+    steps = [Transition("miniwob", "click-button", "t-9", i, f"[1] s{i}", "click [1]", f"[1] s{i + 1}",
+                        float(i == 2), i == 2, source="real") for i in range(3)]
+    data = tmp_path / "real.jsonl.gz"
+    source = ExperienceBuffer(tmp_path / "src")
+    source.add_trajectories([Trajectory("t-9", "miniwob", "click-button", "g", steps)])
+    assert source.export_jsonl(data) == 1
+    first = seeded_buffer("miniwob", [data], root=tmp_path / "cache")
+    assert first.count({"source": "real"}) == 3
+    again = seeded_buffer("miniwob", [data], root=tmp_path / "cache")  # reopened, not re-imported
+    assert again.count() == 3 and len(list((tmp_path / "cache").iterdir())) == 1

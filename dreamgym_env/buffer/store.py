@@ -26,6 +26,7 @@ action) pairs costs one embedding pass and one Chroma call per partition queried
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import math
@@ -61,6 +62,13 @@ _NAME_OK = re.compile(r"[A-Za-z0-9_-]+")
 def transition_id(t: Transition) -> str:
     """The buffer id of a transition: ``"{domain}:{trajectory_id}:{step}"`` (deterministic)."""
     return f"{t.domain}:{t.trajectory_id}:{int(t.step)}"
+
+
+def open_text(path: str | os.PathLike[str], mode: str = "rt") -> Any:
+    """Open a UTF-8 text file, through gzip when its name ends in ``.gz``."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, mode, encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
 
 
 def key_text(state: str, action: str) -> str:
@@ -751,8 +759,8 @@ class ExperienceBuffer:
             groups.setdefault((t.domain, t.trajectory_id), []).append(t)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        tmp = path.with_name(path.name + ".tmp" + (".gz" if path.name.endswith(".gz") else ""))
+        with open_text(tmp, "wt") as fh:
             for (domain, traj_id), steps in sorted(groups.items()):
                 steps.sort(key=lambda t: t.step)
                 first = steps[0]
@@ -776,7 +784,8 @@ class ExperienceBuffer:
         entries already stored are kept (and reported as duplicates).
 
         Args:
-            path: JSONL file, one trajectory per line (blank lines are skipped).
+            path: JSONL file (gzip-compressed when it ends in .gz), one trajectory per line
+                (blank lines are skipped).
             source: Override the provenance of every imported transition.
 
         Raises:
@@ -785,7 +794,7 @@ class ExperienceBuffer:
         if source is not None and source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         trajectories: list[Trajectory] = []
-        with open(path, encoding="utf-8") as fh:
+        with open_text(path, "rt") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue

@@ -166,6 +166,7 @@ class DreamGymEnv(gym.Env[str, str]):
         self.write_batch_size = 64
         self._task: Task | None = None
         self._state = ""
+        self._goal = ""
         self._last_output: ModelOutput | None = None
         self._last_reward = 0.0
         self._history: list[prompts.HistoryStep] = []
@@ -184,8 +185,7 @@ class DreamGymEnv(gym.Env[str, str]):
         self._trajectory_id = f"syn-{self._task.task_id}-{self.np_random.bytes(6).hex()}"
         self._history, self._step, self._done = [], 0, False
         self._last_output, self._last_reward = None, 0.0
-        state, latency, error = self._initial_state(self._task)
-        self._state = state
+        self._goal, self._state, latency, error = self._initial_state(self._task)
         info = self._base_info()
         info.update(model_latency_s=latency, error=error)
         return self._observation(), info
@@ -200,17 +200,20 @@ class DreamGymEnv(gym.Env[str, str]):
             return self.domain.get_task(self.fixed_task_id)
         return self.domain.tasks[int(self.np_random.integers(len(self.domain.tasks)))]
 
-    def _initial_state(self, task: Task) -> tuple[str, float, str | None]:
-        """A real initial state from the buffer, else one generated (and cached) by the model."""
+    def _initial_state(self, task: Task) -> tuple[str, str, float, str | None]:
+        """(goal, state, model latency, error) of a new episode: a real initial state (with the
+        goal it was recorded with, e.g. a MiniWoB utterance) from the buffer, else the task's
+        goal and a state generated (and cached) by the model."""
         # Draw the seed first, whatever path is taken, so the generator advances the same way.
         seed = int(self.np_random.integers(2**31))
         if self.buffer is not None:
             real = self.buffer.initial_states(domain=self.domain.name, task_id=task.task_id)
             if real:
-                return real[seed % len(real)].state, 0.0, None
+                first = real[seed % len(real)]
+                return first.goal or task.goal, first.state, 0.0, None
         cached = self._initial_state_cache.get(task.task_id)
         if cached is not None:
-            return cached, 0.0, None
+            return task.goal, cached, 0.0, None
         messages = prompts.render_initial_state(
             domain=self.domain.name, goal=task.goal, context=self.domain.initial_state_context(task)
         )
@@ -238,12 +241,12 @@ class DreamGymEnv(gym.Env[str, str]):
                 continue
             if self.temperature == 0:
                 self._initial_state_cache[task.task_id] = state
-            return state, latency, None
+            return task.goal, state, latency, None
         message = f"could not generate an initial state for task {task.task_id}: {error}"
         if self.strict:
             raise (ModelOutputError if "backend error" not in error else BackendError)(message)
         logger.warning("%s; using a minimal fallback state", message)
-        return self.domain.fallback_initial_state(task), latency, message
+        return task.goal, self.domain.fallback_initial_state(task), latency, message
 
     # ------------------------------------------------------------------- step
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -278,7 +281,7 @@ class DreamGymEnv(gym.Env[str, str]):
         demos = [d.transition for d in plan.demos]
         messages = prompts.render_transition(
             domain=self.domain.name,
-            goal=self._task.goal,
+            goal=self._goal,
             state=self._state,
             action=plan.parsed.raw,
             history=self._history[-self.history_length :] if self.history_length else [],
@@ -362,7 +365,7 @@ class DreamGymEnv(gym.Env[str, str]):
                     domain=self.domain.name, task_id=self._task.task_id,
                     trajectory_id=self._trajectory_id, step=self._step - 1,
                     state=previous_state, action=plan.parsed.raw, next_state=next_state,
-                    reward=reward, done=terminated, goal=self._task.goal,
+                    reward=reward, done=terminated, goal=self._goal,
                     reasoning=output.reasoning, valid_action=output.valid_action,
                     source="synthetic", policy_version=self.policy_version,
                 )
@@ -383,14 +386,14 @@ class DreamGymEnv(gym.Env[str, str]):
     # ---------------------------------------------------------------- helpers
     def _observation(self, last_action_error: str = "") -> str:
         assert self._task is not None
-        obs = self.domain.format_observation(self._task.goal, self._state, last_action_error)
+        obs = self.domain.format_observation(self._goal, self._state, last_action_error)
         return obs[: self.observation_space.max_length]
 
     def _base_info(self) -> dict[str, Any]:
         assert self._task is not None
         info: dict[str, Any] = {
             "task_id": self._task.task_id,
-            "goal": self._task.goal,
+            "goal": self._goal,
             "trajectory_id": self._trajectory_id,
             "step": self._step,
             "source": "synthetic",
@@ -401,7 +404,7 @@ class DreamGymEnv(gym.Env[str, str]):
             "last_action_error": "",
             "error": None,
         }
-        admissible = self.domain.admissible_actions(self._state)
+        admissible = self.domain.admissible_actions(self._state, self._goal)
         if admissible is not None:
             info["admissible_actions"] = admissible
         return info
@@ -434,7 +437,7 @@ class DreamGymEnv(gym.Env[str, str]):
         reasoning = self._last_output.reasoning if self._last_output else ""
         return (
             f"Task {self._task.task_id} | step {self._step} | reward {self._last_reward:.1f}"
-            f"{' | done' if self._done else ''}\nGoal: {self._task.goal}\n"
+            f"{' | done' if self._done else ''}\nGoal: {self._goal}\n"
             f"Reasoning: {reasoning}\nState:\n{self._state}\n"
         )
 

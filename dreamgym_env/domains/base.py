@@ -74,8 +74,9 @@ class Domain:
         """The replay buffer used when the user names none; None: no retrieval."""
         return None
 
-    def admissible_actions(self, state: str) -> list[str] | None:
-        """Every action that makes sense on ``state``, or None when they cannot be listed."""
+    def admissible_actions(self, state: str, goal: str = "") -> list[str] | None:
+        """Every action that makes sense on ``state`` for ``goal``, or None when they cannot be
+        listed. Computed from text alone, so predicted and real states get the same lists."""
         return None
 
     def initial_state_context(self, task: Task) -> str:

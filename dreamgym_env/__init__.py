@@ -12,7 +12,7 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("DreamGym-WebArena-v0",)
+ENV_IDS = ("DreamGym-WebArena-v0", "DreamGym-MiniWoB-v0", "DreamGym-MiniWoB-Real-v0")
 
 
 def _register() -> None:
@@ -23,6 +23,20 @@ def _register() -> None:
             vector_entry_point="dreamgym_env.vector:DreamGymVectorEnv",
             max_episode_steps=30,
             kwargs={"domain": "webarena"},
+        )
+    if "DreamGym-MiniWoB-v0" not in registry:
+        register(
+            id="DreamGym-MiniWoB-v0",
+            entry_point="dreamgym_env.env:DreamGymEnv",
+            vector_entry_point="dreamgym_env.vector:DreamGymVectorEnv",
+            max_episode_steps=12,
+            kwargs={"domain": "miniwob"},
+        )
+    if "DreamGym-MiniWoB-Real-v0" not in registry:
+        register(
+            id="DreamGym-MiniWoB-Real-v0",
+            entry_point="dreamgym_env.domains.miniwob.real_env:MiniWoBRealEnv",
+            max_episode_steps=12,
         )
 
 

@@ -1,4 +1,4 @@
-"""The ``dreamgym`` command line: ``dreamgym rollout``, ``dreamgym buffer``, ``dreamgym env``."""
+"""The ``dreamgym`` command line: rollout, collect, buffer, serve, env."""
 
 from __future__ import annotations
 
@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "state's refs; random: action_space.sample() (mostly malformed text)")
     rollout.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     rollout.set_defaults(func=_cmd_rollout)
+
+    from dreamgym_env.collect import add_collect_parser
+
+    add_collect_parser(sub)
 
     buffer = sub.add_parser("buffer", help="inspect, import, export or prune a replay buffer")
     buffer.add_argument("action", choices=["stats", "import", "export", "prune"])

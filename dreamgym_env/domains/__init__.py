@@ -14,7 +14,13 @@ def _webarena(**kwargs: Any) -> Domain:
     return WebArenaDomain(**kwargs)
 
 
-DOMAINS: dict[str, Callable[..., Domain]] = {"webarena": _webarena}
+def _miniwob(**kwargs: Any) -> Domain:
+    from dreamgym_env.domains.miniwob import MiniWoBDomain
+
+    return MiniWoBDomain(**kwargs)
+
+
+DOMAINS: dict[str, Callable[..., Domain]] = {"webarena": _webarena, "miniwob": _miniwob}
 
 
 def make_domain(domain: str | Domain, **kwargs: Any) -> Domain:

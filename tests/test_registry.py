@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -18,6 +20,10 @@ def _param(env_id: str):
     if env_id.startswith("DreamGym-MiniWoB-Real"):
         marks.append(pytest.mark.skipif(not is_miniwob_available(),
                                          reason='pip install "dreamgym-env[miniwob]"; apt-get install chromium chromium-driver'))
+    if env_id.startswith("DreamGym-WebArena-Real"):
+        marks.append(pytest.mark.skipif(not os.environ.get("WA_SHOPPING"),
+                                        reason="needs running WebArena sites (WA_* variables); its pipeline is "
+                                        "tested on a loopback page in test_webarena_real.py"))
     return pytest.param(env_id, marks=marks, id=env_id)
 
 

@@ -186,6 +186,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 130
 
 
+def _cmd_serve_env(args: argparse.Namespace) -> int:
+    from dreamgym_env.integrations.serve_env_cli import run
+
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamgym", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -233,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     from dreamgym_env.importers import add_import_parser
 
     add_import_parser(sub).set_defaults(func=_cmd_import)
+
+    from dreamgym_env.integrations.serve_env_cli import add_arguments as add_serve_env_arguments
+
+    serve_env = sub.add_parser("serve-env", help="serve a DreamGym env (synthetic or real) as an OpenEnv server")
+    add_serve_env_arguments(serve_env).set_defaults(func=_cmd_serve_env)
 
     env = sub.add_parser("env", help="print versions and registered env ids")
     env.set_defaults(func=_cmd_env)

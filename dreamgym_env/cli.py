@@ -239,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM server flags")
     serve.set_defaults(func=_cmd_serve)
 
+    from dreamgym_env.sft.annotate import add_annotate_parser
+    from dreamgym_env.sft.train import add_sft_parser
+
+    add_annotate_parser(sub)
+    add_sft_parser(sub)
+    from dreamgym_env.sft.evaluate import add_eval_parser
+
+    add_eval_parser(sub)
+
     from dreamgym_env.importers import add_import_parser
 
     add_import_parser(sub).set_defaults(func=_cmd_import)

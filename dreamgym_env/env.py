@@ -89,8 +89,8 @@ class DreamGymEnv(gym.Env[str, str]):
     | backend | None | ExperienceModel, spec string (``"http://host:8000/v1"``, ``"transformers:DIR"``) or None for ``DREAMGYM_*`` env vars / the embedded default |
     | buffer | None | ExperienceBuffer, path or ``http://host:port`` of a Chroma server; None reads ``DREAMGYM_BUFFER``; False disables retrieval |
     | task_id | None | fix the task of every episode |
-    | top_k | 4 | retrieved demos per step |
-    | history_length | 4 | past actions shown to the model |
+    | top_k | domain default (WebArena 4, MiniWoB 2) | retrieved demos per step |
+    | history_length | domain default (WebArena 4, MiniWoB 2) | past actions shown to the model |
     | retrieve_source | "real" | only retrieve transitions with this source (None: any) |
     | write_synthetic | True | store every synthetic transition in the buffer (provenance "synthetic") |
     | strict | False | raise model failures instead of truncating |
@@ -123,8 +123,8 @@ class DreamGymEnv(gym.Env[str, str]):
         buffer: Any = None,
         task_id: str | int | None = None,
         sites: Sequence[str] | None = None,
-        top_k: int = 4,
-        history_length: int = 4,
+        top_k: int | None = None,
+        history_length: int | None = None,
         retrieve_source: str | None = "real",
         write_synthetic: bool = True,
         strict: bool = False,
@@ -139,9 +139,11 @@ class DreamGymEnv(gym.Env[str, str]):
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
+        self.domain = make_domain(domain, sites=sites)
+        top_k = self.domain.default_top_k if top_k is None else top_k
+        history_length = self.domain.default_history_length if history_length is None else history_length
         if top_k < 0 or history_length < 0 or max_retries < 0:
             raise ValueError("top_k, history_length and max_retries must be >= 0")
-        self.domain = make_domain(domain, sites=sites)
         if task_id is not None:
             self.domain.get_task(task_id)  # fail early, with suggestions
         self.fixed_task_id = None if task_id is None else str(task_id)
@@ -286,7 +288,7 @@ class DreamGymEnv(gym.Env[str, str]):
             action=plan.parsed.raw,
             history=self._history[-self.history_length :] if self.history_length else [],
             demos=demos,
-            action_help=self.domain.grammar.describe(),
+            action_help=self.domain.prompt_action_help(),
             state_format=self.domain.state_format,
         )
         retry = plan.attempts > 0

@@ -8,7 +8,7 @@ import pytest
 
 from dreamgym_env.cli import build_parser, main
 
-SUBCOMMANDS = ["rollout", "collect", "buffer", "import", "serve", "serve-env", "env"]
+SUBCOMMANDS = ["rollout", "collect", "buffer", "import", "serve", "serve-env", "annotate", "sft", "eval-model", "env"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -113,3 +113,20 @@ def resolve_model(model: str | os.PathLike | None) -> ModelLocation:
     base = config.get("base_model_name_or_path")
     base_path = Path(base) if base and Path(base).exists() else build_default_model()
     return ModelLocation(path, base_path, config, name)
+
+
+def miniwob_model_dir() -> Path:
+    """The embedded MiniWoB experience model: a LoRA adapter over SmolLM2-135M-Instruct shipped
+    in ``dreamgym_env/data/models/miniwob-v0`` (built by ``dreamgym sft``; docs/fidelity.md).
+
+    Raises:
+        ModelNotFoundError: this installation ships no trained MiniWoB model.
+    """
+    from importlib import resources
+
+    path = Path(str(resources.files("dreamgym_env") / "data" / "models" / "miniwob-v0"))
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFoundError(
+            f"no trained MiniWoB model at {path}; train one with `dreamgym sft` (docs/fidelity.md)"
+        )
+    return path

@@ -43,6 +43,11 @@ class Domain:
     max_output_tokens: int = 384
     output_limits: OutputLimits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
     terminal_verbs: tuple[str, ...] = ("stop",)
+    #: Demos retrieved and past actions shown per step, unless the env is told otherwise.
+    default_top_k: int = 4
+    default_history_length: int = 4
+    #: Whether prompts spell out the action grammar (a model trained on the domain knows it).
+    describe_actions: bool = True
     grammar: ActionGrammar
 
     def __init__(self, tasks: Sequence[Task]):
@@ -65,6 +70,10 @@ class Domain:
         if task is None:
             raise UnknownTaskError(task_id, self._by_id, self.name)
         return task
+
+    def prompt_action_help(self) -> str:
+        """The action grammar as prompts show it ("" when :attr:`describe_actions` is off)."""
+        return self.grammar.describe() if self.describe_actions else ""
 
     def default_model(self) -> str | None:
         """The model directory used when the user names none; None: the embedded base model."""

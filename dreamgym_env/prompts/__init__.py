@@ -14,33 +14,30 @@ from typing import Sequence
 from dreamgym_env.patch import line_ref
 from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 
 #: Compact JSON, as constrained decoding writes it (vLLM with ``disable_any_whitespace`` and
 #: TransformersBackend both use these separators), so that training targets match serving.
 JSON_SEPARATORS = (",", ":")
 
 _STATE_RULES = {
-    "patch": (
-        '"patch": the new or changed element lines of the next state, whole, and "-[ref]" for '
-        "each element that disappears; [] when nothing changes"
-    ),
-    "whole": '"next_state": the whole next state',
+    "patch": 'patch: new or changed element lines, whole, and "-[ref]" for removed ones ([] if none)',
+    "whole": "next_state: the whole next state",
 }
 
 
 def system_prompt(domain: str, state_format: StateFormat, action_help: str) -> str:
-    """The system message: the model's role, the action grammar and the answer format."""
-    keys = "reasoning, patch, reward, done, valid_action" if state_format == "patch" else (
-        "reasoning, next_state, reward, done, valid_action"
-    )
+    """The system message: the model's role, the answer format and the action grammar.
+
+    Kept short: every prompt token is paid for at every training and serving step.
+    """
+    state_key = "patch" if state_format == "patch" else "next_state"
     return (
-        f"You simulate a {domain} web environment. Given the goal, the recent actions, the "
-        "current state, an action and similar real transitions, first reason briefly about what "
-        f"the action does, then answer with one JSON object with keys {keys}. "
-        f"{_STATE_RULES[state_format]}; \"reward\": 1 only when this action completes the goal, "
-        'else 0; "done": whether the episode ends; "valid_action": false when the action cannot '
-        f"be executed on this state.\nActions:\n{action_help}"
+        f"You simulate a {domain} web environment. Reason briefly about the action, then answer "
+        f"JSON with keys reasoning, {state_key}, reward, done, valid_action. {_STATE_RULES[state_format]}; "
+        "reward: 1 only if the action completes the goal; done: the episode ends; valid_action: "
+        "false if the action cannot run on the state."
+        + (f"\nActions:\n{action_help}" if action_help else "")
     )
 
 
@@ -64,21 +61,21 @@ def _target_line(state: str, action: str) -> str | None:
 
 
 def render_demo(demo: Transition, state_format: StateFormat) -> str:
-    """A retrieved real transition, compactly: element acted on, action and outcome."""
+    """A retrieved real transition, compactly: action, element acted on, outcome, then the
+    patch lines as they are (no JSON escaping: prompt tokens are the cost of every step)."""
     target = _target_line(demo.state, demo.action)
-    head = f"on {target}: " if target else ""
+    on = f" on{target[target.find(']') + 1:]}" if target else ""
+    head = f"- {demo.action}{on} => reward {int(demo.reward)}{', done' if demo.done else ''}"
     if state_format == "patch":
         from dreamgym_env.patch import make_patch
 
         change = make_patch(demo.state, demo.next_state)
-        outcome = json.dumps(change, ensure_ascii=False) if change is not None else "(whole page changes)"
-        outcome = f"patch {outcome}"
-    else:
-        outcome = f"next state {demo.next_state[:300]!r}"
-    return (
-        f"- {head}{demo.action} -> {outcome}, reward {int(demo.reward)}, "
-        f"done {str(demo.done).lower()}"
-    )
+        if change is None:
+            return f"{head}; the whole page changes"
+        if not change:
+            return f"{head}; no change"
+        return head + "".join(f"\n  {line}" for line in change)
+    return f"{head}; next state:\n  " + demo.next_state[:300].replace("\n", "\n  ")
 
 
 def render_transition(

@@ -34,6 +34,10 @@ class MiniWoBDomain(Domain):
     max_output_tokens = 256
     output_limits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
     terminal_verbs: tuple[str, ...] = ()  # MiniWoB pages end their episodes themselves
+    # Short prompts: each token costs training and serving compute (see docs/fidelity.md).
+    default_top_k = 2
+    default_history_length = 2
+    describe_actions = False
     grammar = ActionGrammar(MINIWOB_VERBS)
 
     def __init__(self, task_ids: Sequence[str] | None = None):

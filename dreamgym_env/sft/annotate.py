@@ -1,0 +1,254 @@
+"""Reasoning traces R_t for real transitions: derived by rule from what changed, or by an LLM.
+
+The rule annotator needs element-line states (``[ref] tag "text" ...``, MiniWoB): it names the
+element the action hit, how it relates to the goal, what changed on the page and whether the
+goal is met. Every word comes from the recorded transition, so the trace is faithful. Domains
+without such a rule use :class:`LLMAnnotator`, paper-style, through any backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import replace
+from typing import Iterable, Sequence
+
+from tqdm.auto import tqdm
+
+from dreamgym_env.patch import line_ref, make_patch
+from dreamgym_env.schema import Trajectory, Transition
+
+logger = logging.getLogger(__name__)
+
+#: Length cap of a reasoning trace (the output schema's ``reasoning_chars`` is 300).
+MAX_REASONING_CHARS = 280
+_MAX_CHANGES = 4
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _acted_ref(action: str) -> str | None:
+    start, end = action.find("["), action.find("]")
+    if start < 0 or end < start:
+        return None
+    return action[start + 1 : end].strip() or None
+
+
+def _describe_change(before: str, after: str) -> str:
+    """How one element line changed, in a few words."""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    old, new = parse_line(before), parse_line(after)
+    if old is None or new is None:
+        return "changes"
+    words = []
+    if new.focused != old.focused:
+        words.append("gets focus" if new.focused else "loses focus")
+    if new.checked != old.checked:
+        words.append("gets checked" if new.checked else "gets unchecked")
+    if new.value != old.value:
+        words.append(f"value becomes {json.dumps(_clip(new.value or '', 30), ensure_ascii=False)}")
+    if new.text != old.text:
+        words.append("text changes")
+    if new.options != old.options:
+        words.append("options change")
+    if new.tag != old.tag:
+        words.append(f"becomes a {new.tag}")
+    return " and ".join(words) or "changes"
+
+
+def _goal_terms(goal: str) -> list[str]:
+    from dreamgym_env.domains.miniwob.serialize import type_candidates
+
+    return type_candidates(goal, limit=8)
+
+
+def _goal_match(action: str, line: str, goal: str) -> list[str]:
+    """A sentence on how the typed/selected string, or else the element's text, meets the goal."""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    argument = action.split("]", 1)[1].strip() if "]" in action else ""
+    try:
+        argument = json.loads(argument) if argument.startswith('"') else argument
+    except json.JSONDecodeError:
+        pass
+    element = parse_line(line)
+    subject, haystack = ("the text", argument) if argument else ("the element", element.text if element else line)
+    matched = [term for term in _goal_terms(goal) if term.lower() in str(haystack).lower()]
+    if not matched:
+        return []
+    quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
+    return [f"{subject.capitalize()} matches the goal's {quoted}."]
+
+
+def rule_reasoning(transition: Transition) -> str:
+    """A faithful reasoning trace for an element-line transition (see the module docstring)."""
+    t = transition
+    lines = {line_ref(l): l.strip() for l in t.state.splitlines() if line_ref(l) is not None}
+    ref = _acted_ref(t.action)
+    verb = t.action.split(" ", 1)[0]
+    parts: list[str] = []
+    if not t.valid_action:
+        where = f"[{ref}] is not on the page" if ref and ref not in lines else f"'{verb}' cannot act here"
+        parts.append(f"The action is invalid: {where}.")
+    elif ref and ref in lines:
+        target = _clip(lines[ref], 70)
+        parts.append(f"{verb.capitalize()} acts on {target}.")
+        parts += _goal_match(t.action, lines[ref], t.goal)
+    else:
+        parts.append(f"{verb.capitalize()} acts on the page.")
+    patch = make_patch(t.state, t.next_state)
+    if t.next_state == t.state:
+        parts.append("Nothing changes.")
+    elif patch is None:
+        parts.append("The whole page changes.")
+    else:
+        after = {line_ref(l): l for l in t.next_state.splitlines() if line_ref(l) is not None}
+        changes = []
+        for entry in patch:
+            if entry.startswith("-["):
+                changes.append(f"{entry[1:]} disappears")
+                continue
+            r = line_ref(entry)
+            changes.append(f"[{r}] appears" if r not in lines else f"[{r}] {_describe_change(lines[r], after[r])}")
+        extra = len(changes) - _MAX_CHANGES
+        text = "; ".join(changes[:_MAX_CHANGES]) + (f"; {extra} more change{'s' * (extra > 1)}" if extra > 0 else "")
+        parts.append(text[0].upper() + text[1:] + ".")
+    if t.reward > 0:
+        parts.append("The goal is met: reward 1, the episode ends.")
+    elif t.done:
+        parts.append("The episode ends without meeting the goal: reward 0.")
+    else:
+        parts.append("The goal is not met yet.")
+    return _clip(" ".join(parts), MAX_REASONING_CHARS)
+
+
+class LLMAnnotator:
+    """Asks an experience-model backend to explain each transition (the paper's annotation).
+
+    Args:
+        backend: any :class:`~dreamgym_env.backends.base.ExperienceModel`.
+        batch_size: transitions per backend call.
+        max_tokens: token budget of one explanation.
+    """
+
+    SYSTEM = (
+        "You explain transitions of a web environment. Given the goal, a page state, an action, "
+        "what changed and the reward, say in one or two short sentences which element the action "
+        'hit, what it changed and whether the goal is met and why. Answer JSON {"reasoning": "..."}.'
+    )
+
+    def __init__(self, backend, batch_size: int = 16, max_tokens: int = 96):
+        self.backend = backend
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+
+    def _request(self, t: Transition):
+        from dreamgym_env.backends.base import GenerationRequest
+
+        patch = make_patch(t.state, t.next_state)
+        change = json.dumps(patch, ensure_ascii=False) if patch is not None else repr(t.next_state[:600])
+        user = (
+            f"Goal: {t.goal}\nState:\n{t.state[:1500]}\nAction: {t.action}\n"
+            f"Change: {change}\nReward: {int(t.reward)}, done: {str(t.done).lower()}, "
+            f"valid action: {str(t.valid_action).lower()}"
+        )
+        schema = {
+            "type": "object",
+            "properties": {"reasoning": {"type": "string", "maxLength": MAX_REASONING_CHARS}},
+            "required": ["reasoning"],
+            "additionalProperties": False,
+        }
+        return GenerationRequest(
+            [{"role": "system", "content": self.SYSTEM}, {"role": "user", "content": user}],
+            max_tokens=self.max_tokens, json_schema=schema, metadata={"kind": "annotation"},
+        )
+
+    def __call__(self, transitions: Sequence[Transition]) -> list[str]:
+        """One reasoning trace per transition; a failed or malformed answer falls back to the rule."""
+        from dreamgym_env.schema import _load_json_object
+
+        out: list[str] = []
+        for start in range(0, len(transitions), self.batch_size):
+            chunk = transitions[start : start + self.batch_size]
+            results = self.backend.generate([self._request(t) for t in chunk])
+            for t, result in zip(chunk, results):
+                text = None
+                if result.error is None:
+                    try:
+                        text = _load_json_object(result.text).get("reasoning")
+                    except Exception:  # noqa: BLE001 - malformed output: logged, then the rule
+                        text = None
+                if not isinstance(text, str) or not text.strip():
+                    logger.warning("annotation of %s step %d failed (%s); using the rule",
+                                   t.trajectory_id, t.step, result.error or "malformed output")
+                    text = rule_reasoning(t)
+                out.append(_clip(text.strip(), MAX_REASONING_CHARS))
+        return out
+
+
+def annotate_trajectories(
+    trajectories: Iterable[Trajectory],
+    method: str = "rule",
+    backend=None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[Trajectory]:
+    """Fill ``reasoning`` of every transition (kept when present, unless ``overwrite``).
+
+    Args:
+        method: ``"rule"`` (element-line states) or ``"llm"`` (needs ``backend``).
+    """
+    if method not in ("rule", "llm"):
+        raise ValueError(f"method must be 'rule' or 'llm', got {method!r}")
+    if method == "llm" and backend is None:
+        raise ValueError("method='llm' needs a backend")
+    trajectories = list(trajectories)
+    todo = [t for tr in trajectories for t in tr.transitions if overwrite or not t.reasoning]
+    if method == "rule":
+        texts = [rule_reasoning(t) for t in tqdm(todo, desc="annotate", disable=not progress)]
+    else:
+        annotator = LLMAnnotator(backend)
+        texts = []
+        for start in tqdm(range(0, len(todo), annotator.batch_size), desc="annotate", disable=not progress):
+            texts += annotator(todo[start : start + annotator.batch_size])
+    new = {id(t): text for t, text in zip(todo, texts)}
+    return [
+        replace(tr, transitions=[replace(t, reasoning=new.get(id(t), t.reasoning)) for t in tr.transitions])
+        for tr in trajectories
+    ]
+
+
+def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``dreamgym annotate``: add reasoning traces to a trajectories file."""
+    parser = sub.add_parser("annotate", help="add reasoning traces R_t to real transitions (rule or LLM)")
+    parser.add_argument("input", help="trajectories JSONL(.gz), e.g. from dreamgym collect")
+    parser.add_argument("-o", "--output", required=True, help="where to write the annotated JSONL(.gz)")
+    parser.add_argument("--method", choices=["rule", "llm"], default="rule",
+                        help="rule: derived from the DOM change and the reward (element-line states); "
+                        "llm: asked of --backend")
+    parser.add_argument("--backend", default=None, help="backend spec for --method llm (http://host:port/v1, "
+                        "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
+    parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
+    parser.set_defaults(func=_cmd_annotate)
+    return parser
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from dreamgym_env.collect import read_trajectories, write_trajectories
+
+    backend = None
+    if args.method == "llm":
+        from dreamgym_env.backends import make_backend
+
+        backend = make_backend(args.backend)
+    trajectories = annotate_trajectories(
+        read_trajectories(args.input), args.method, backend, args.overwrite, progress=True
+    )
+    write_trajectories(args.output, trajectories)
+    n = sum(len(t.transitions) for t in trajectories)
+    logger.info("annotated %d transitions of %d trajectories -> %s", n, len(trajectories), args.output)
+    return 0

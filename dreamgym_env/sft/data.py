@@ -1,0 +1,102 @@
+"""From trajectory files to tokenized SFT splits: annotate, split by episode and family, retrieve
+demos from a train-only buffer, render with the shared chat template, tokenize with loss masks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from dreamgym_env.schema import Trajectory
+
+logger = logging.getLogger(__name__)
+
+#: Loss-mask values of a token: not trained, reasoning term, next-state term.
+IGNORE, REASONING, STATE = 0, 1, 2
+
+
+@dataclass
+class Split:
+    """Train and test trajectories, and which test episodes come from families never trained on."""
+
+    train: list[Trajectory]
+    test: list[Trajectory]
+    held_out_families: list[str]
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "train": sorted(t.trajectory_id for t in self.train),
+            "test": sorted(t.trajectory_id for t in self.test),
+            "held_out_families": sorted(self.held_out_families),
+        }
+
+
+def load_split(
+    files: Sequence[str],
+    *,
+    test_fraction: float = 0.1,
+    held_out_families: Sequence[str] = (),
+    seed: int = 0,
+    annotate: bool = True,
+) -> Split:
+    """Read trajectory files and split them: whole episodes go to test with ``test_fraction``,
+    and every episode of ``held_out_families`` goes to test.
+
+    Transitions without reasoning are annotated by rule when ``annotate`` is set (element-line
+    states); otherwise they train with an empty reasoning.
+    """
+    from dreamgym_env.collect import read_trajectories, split_trajectories
+    from dreamgym_env.sft.annotate import annotate_trajectories
+
+    trajectories = [t for f in files for t in read_trajectories(f)]
+    if not trajectories:
+        raise ValueError(f"no trajectories in {list(files)}")
+    missing = sum(1 for tr in trajectories for t in tr.transitions if not t.reasoning)
+    if missing and annotate:
+        logger.info("annotating %d transitions without reasoning (rule)", missing)
+        trajectories = annotate_trajectories(trajectories, "rule")
+    known = {t.task_id for t in trajectories}
+    unknown = sorted(set(held_out_families) - known)
+    if unknown:
+        raise ValueError(f"held-out families {unknown} are not in the data (families: {sorted(known)})")
+    train, test = split_trajectories(
+        trajectories, by="episode", test_fraction=test_fraction,
+        held_out_families=list(held_out_families), seed=seed,
+    )
+    return Split(train, test, list(held_out_families))
+
+
+def train_buffer(trajectories: Sequence[Trajectory]):
+    """An in-memory replay buffer of the training trajectories (the only demos SFT and
+    evaluation may retrieve)."""
+    from dreamgym_env.buffer.store import ExperienceBuffer
+
+    buffer = ExperienceBuffer()
+    buffer.add_trajectories(list(trajectories))
+    return buffer
+
+
+def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt exactly as the backends send it (chat template plus generation prompt)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def tokenize_example(tokenizer: Any, example: Any, max_length: int) -> dict[str, Any] | None:
+    """Token ids and loss mask (IGNORE / REASONING / STATE) of one example, or None when it
+    exceeds ``max_length`` tokens. The answer ends with the end-of-turn token."""
+    prompt_ids = tokenizer(prompt_text(tokenizer, example.messages), add_special_tokens=False)["input_ids"]
+    answer = tokenizer(example.target, add_special_tokens=False, return_offsets_mapping=True)
+    answer_ids = list(answer["input_ids"]) + [tokenizer.eos_token_id]
+    mask = [REASONING if start < example.reasoning_end else STATE for start, _ in answer["offset_mapping"]]
+    mask.append(STATE)
+    ids = list(prompt_ids) + answer_ids
+    if len(ids) > max_length:
+        return None
+    return {
+        "input_ids": ids,
+        "loss_mask": [IGNORE] * len(prompt_ids) + mask,
+        "prompt_length": len(prompt_ids),
+        "state_changed": example.state_changed,
+        "terminal": example.terminal,
+        "task_id": example.transition.task_id,
+    }

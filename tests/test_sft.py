@@ -1,0 +1,196 @@
+"""SFT pipeline: reasoning annotation, examples rendered as the env renders them, loss masks,
+and a tiny training run that checkpoints, resumes and exports a model a backend can load."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+
+import pytest
+
+from dreamgym_env import prompts
+from dreamgym_env.collect import read_trajectories, write_trajectories
+from dreamgym_env.domains.miniwob.domain import MiniWoBDomain, real_dataset_path
+from dreamgym_env.patch import apply_patch
+from dreamgym_env.schema import Transition, parse_model_output
+from dreamgym_env.sft.annotate import LLMAnnotator, annotate_trajectories, rule_reasoning
+from dreamgym_env.sft.data import IGNORE, REASONING, STATE, tokenize_example, train_buffer
+from dreamgym_env.sft.examples import build_examples
+
+
+def _transition(**kw) -> Transition:
+    base = dict(domain="miniwob", task_id="click-test", trajectory_id="t0", step=0,
+                state='[4] button "Submit"\n[5] input_text id="tt"', action="click [4]",
+                next_state='[4] button "Submit" focused\n[5] input_text id="tt"', reward=0.0, done=False,
+                goal='Enter "Kasie" into the text field and press Submit.')
+    base.update(kw)
+    return Transition(**base)
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    families = {"click-test", "enter-text", "click-checkboxes"}
+    picked = (t for t in read_trajectories(real_dataset_path()) if t.task_id in families)
+    return list(itertools.islice(picked, 36))
+
+
+def test_rule_reasoning_names_element_change_and_outcome():
+    text = rule_reasoning(_transition())
+    assert 'button "Submit"' in text and "[4] gets focus" in text and "not met yet" in text
+    typed = rule_reasoning(_transition(action='type [5] "Kasie"', next_state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"'))
+    assert 'matches the goal\'s "Kasie"' in typed and 'value becomes "Kasie"' in typed
+    assert "reward 1" in rule_reasoning(_transition(reward=1.0, done=True))
+    assert "without meeting the goal" in rule_reasoning(_transition(done=True))
+    invalid = rule_reasoning(_transition(action="click [9]", next_state=_transition().state, valid_action=False))
+    assert "[9] is not on the page" in invalid and "Nothing changes" in invalid
+    removed = rule_reasoning(_transition(next_state='[4] button "Submit"\n[7] div "Done"'))
+    assert "[7] appears" in removed and "[5] disappears" in removed
+
+
+def test_annotate_keeps_existing_reasoning_unless_overwrite(trajectories, tmp_path):
+    tr = trajectories[:2]
+    tr[0].transitions[0].reasoning = "kept"
+    done = annotate_trajectories(tr, "rule")
+    assert done[0].transitions[0].reasoning == "kept"
+    assert all(t.reasoning for traj in done for t in traj.transitions)
+    assert annotate_trajectories(tr, "rule", overwrite=True)[0].transitions[0].reasoning != "kept"
+    tr[0].transitions[0].reasoning = ""
+    with pytest.raises(ValueError, match="needs a backend"):
+        annotate_trajectories(tr, "llm")
+
+
+def test_annotate_cli_writes_annotated_file(trajectories, tmp_path):
+    from dreamgym_env.cli import main
+
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl.gz"
+    write_trajectories(src, trajectories[:3])
+    assert main(["annotate", str(src), "-o", str(dst)]) == 0
+    out = list(read_trajectories(dst))
+    assert len(out) == 3 and all(t.reasoning for traj in out for t in traj.transitions)
+
+
+def test_llm_annotator_uses_backend_and_falls_back_on_malformed_output(caplog):
+    from dreamgym_env.backends.scripted import ScriptedBackend
+
+    answers = iter(['{"reasoning":"The click focuses the button."}', "not json"])
+    backend = ScriptedBackend(lambda request: next(answers), latency_s=0.0)
+    with caplog.at_level(logging.WARNING):
+        texts = LLMAnnotator(backend, batch_size=2)([_transition(), _transition(step=1)])
+    assert texts[0] == "The click focuses the button."
+    assert texts[1] == rule_reasoning(_transition(step=1))
+    assert "using the rule" in caplog.text
+
+
+def test_examples_render_like_the_env_and_exclude_own_trajectory(trajectories):
+    domain = MiniWoBDomain()
+    annotated = annotate_trajectories(trajectories, "rule")
+    buffer = train_buffer(annotated)
+    examples = build_examples(annotated, domain, buffer=buffer, top_k=2, history_length=2)
+    assert len(examples) == sum(len(t.transitions) for t in annotated)
+    for ex in examples:
+        t = ex.transition
+        assert all(d.trajectory_id != t.trajectory_id for d in ex.demos)
+        assert len(ex.demos) == 2
+        out = parse_model_output(ex.target, "patch")
+        assert apply_patch(t.state, out.patch) == t.next_state
+        assert out.reward == t.reward and out.done == t.done and out.reasoning == t.reasoning
+        assert json.loads(ex.target[: ex.reasoning_end] + "}")["reasoning"] == t.reasoning
+    # The messages are the env's prompt for the same inputs (one template for SFT and serving).
+    ex = next(e for e in examples if e.transition.step == 2)
+    traj = next(tr for tr in annotated if tr.trajectory_id == ex.transition.trajectory_id)
+    history = [prompts.HistoryStep(s.action, s.reward, s.valid_action) for s in traj.transitions[:2]]
+    assert ex.messages == prompts.render_transition(
+        domain="miniwob", goal=traj.goal, state=ex.transition.state, action=ex.transition.action,
+        history=history, demos=ex.demos, action_help=domain.prompt_action_help(), state_format="patch",
+    )
+    buffer.close()
+
+
+def test_tokenized_example_masks_reasoning_then_state(trajectories):
+    from transformers import AutoTokenizer
+
+    from dreamgym_env.backends.default_model import build_default_model
+
+    tokenizer = AutoTokenizer.from_pretrained(build_default_model())
+    example = build_examples(annotate_trajectories(trajectories[:1], "rule"), MiniWoBDomain())[0]
+    row = tokenize_example(tokenizer, example, max_length=4096)
+    mask = row["loss_mask"]
+    n_prompt = row["prompt_length"]
+    assert set(mask[:n_prompt]) == {IGNORE} and IGNORE not in mask[n_prompt:]
+    first_state = mask.index(STATE)
+    assert set(mask[n_prompt:first_state]) == {REASONING} and set(mask[first_state:]) == {STATE}
+    assert row["input_ids"][-1] == tokenizer.eos_token_id
+    reasoning = tokenizer.decode(row["input_ids"][n_prompt:first_state])
+    assert reasoning.startswith('{"reasoning":"') and example.transition.reasoning[:20] in reasoning
+    assert tokenize_example(tokenizer, example, max_length=n_prompt) is None
+
+
+def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path):
+    from tests.helpers.tiny_model import build_tiny_llama
+
+    from dreamgym_env.backends.base import GenerationRequest
+    from dreamgym_env.backends.transformers_backend import TransformersBackend
+    from dreamgym_env.schema import OutputLimits, output_json_schema
+    from dreamgym_env.sft.train import SFTConfig, train
+
+    data = tmp_path / "data.jsonl"
+    write_trajectories(data, trajectories)
+    base = build_tiny_llama(tmp_path / "base")
+    common = dict(data=[str(data)], output_dir=str(tmp_path / "run"), base_model=str(base), epochs=3,
+                  learning_rate=3e-3, warmup_steps=1, batch_tokens=2048, max_length=2048, lora_rank=8,
+                  lora_alpha=16, lora_layers=1, eval_examples=8, eval_every=1000, test_fraction=0.2)
+    first = train(SFTConfig(**common, max_hours=1e-9))  # stops after one step, with a checkpoint
+    assert first["finished"] is False and first["step"] == 1
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    result = train(SFTConfig(**common))
+    assert result["finished"] and result["steps"] > 1
+    log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "step" in r and "losses/state" in r]
+    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))  # resumed, not restarted
+    assert steps[-1]["losses/state"] < steps[0]["losses/state"]
+    assert {"losses/reasoning", "losses/state"} <= set(steps[0])
+    model_dir = tmp_path / "run" / "model"
+    card = json.loads((model_dir / "dreamgym_model.json").read_text())
+    assert card["prompt_version"] == prompts.PROMPT_VERSION and card["state_format"] == "patch"
+    backend = TransformersBackend(model_dir, max_batch_size=2)
+    example = build_examples(trajectories[:1], MiniWoBDomain())[0]
+    out = backend.generate([GenerationRequest(example.messages, max_tokens=64,
+                                              json_schema=output_json_schema("patch", OutputLimits(20, None, 1, 20)))])
+    assert out[0].error is None
+    parse_model_output(out[0].text, "patch")
+
+
+def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(trajectories, tmp_path):
+    from dataclasses import asdict
+
+    from dreamgym_env.backends.scripted import ScriptedBackend
+    from dreamgym_env.sft.data import load_split
+    from dreamgym_env.sft.evaluate import evaluate_model, format_table
+    from dreamgym_env.sft.train import SFTConfig
+
+    data = tmp_path / "data.jsonl"
+    write_trajectories(data, trajectories)
+    cfg = SFTConfig(data=[str(data)], test_fraction=0.3, held_out_families=["click-test"])
+    card = {"config": asdict(cfg)}
+    split = load_split([str(data)], test_fraction=0.3, held_out_families=["click-test"])
+    buffer = train_buffer(split.train)
+    truth = {e.messages[1]["content"]: e.target
+             for e in build_examples(split.test, MiniWoBDomain(), buffer=buffer, top_k=2, history_length=2)}
+    buffer.close()
+    oracle = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card)
+    for row in (oracle.seen, oracle.held_out_families):
+        assert row["transitions"] > 0
+        assert row["valid_output"] == row["reward_done_acc"] == row["exact_non_terminal"] == 1.0
+        assert row["element_f1_non_terminal"] == 1.0
+    assert oracle.seen["copy_exact_non_terminal"] < 1.0
+
+    def copy(request):
+        return '{"reasoning":"","patch":[],"reward":0,"done":false,"valid_action":true}'
+
+    copying = evaluate_model(ScriptedBackend(copy), card=card)
+    assert copying.seen["exact_non_terminal"] == copying.seen["copy_exact_non_terminal"]
+    assert copying.seen["exact_state_changing"] == 0.0
+    broken = evaluate_model(ScriptedBackend(lambda r: "not json"), card=card)
+    assert broken.seen["valid_output"] == 0.0 and broken.seen["reward_done_acc"] == 0.0
+    assert "held-out families" in format_table(oracle)

@@ -8,6 +8,7 @@ import logging
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 logger = logging.getLogger("dreamgym_env.cli")
@@ -165,14 +166,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from dreamgym_env.serving import vllm_server_command, vllm_server_env
 
+    from dreamgym_env.serving import servable_model_dir
+
     model = args.model
     if model is None:
         from dreamgym_env.backends.default_model import build_default_model
 
         model = str(build_default_model())
+    model = str(servable_model_dir(model))  # a LoRA adapter is merged into its base (once)
     command = vllm_server_command(
         model, host=args.host, port=args.port, device=args.device, max_model_len=args.max_model_len,
-        served_model_name=args.served_model_name, enforce_eager=args.enforce_eager,
+        served_model_name=args.served_model_name or (Path(args.model).name if args.model else None),
+        enforce_eager=args.enforce_eager, speculative_ngram=args.speculative_ngram,
         python=args.python, extra_args=args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args,
     )
     logger.info("starting: %s", shlex.join(command))
@@ -234,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, default=2048)
     serve.add_argument("--served-model-name", default=None, help="default: the model directory's name")
     serve.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
+    serve.add_argument("--speculative-ngram", type=int, default=0, metavar="K",
+                       help="n-gram (prompt-lookup) speculative decoding proposing K tokens (0: off)")
     serve.add_argument("--python", default=None, help="python with vLLM (default: DREAMGYM_VLLM_PYTHON, else this one)")
     serve.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     serve.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more vLLM server flags")

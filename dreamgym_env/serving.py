@@ -30,10 +30,16 @@ def vllm_server_command(
     max_model_len: int = 2048,
     served_model_name: str | None = None,
     enforce_eager: bool = False,
+    speculative_ngram: int = 0,
     python: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The argv of ``vllm.entrypoints.openai.api_server`` with the flags DreamGym needs."""
+    """The argv of ``vllm.entrypoints.openai.api_server`` with the flags DreamGym needs.
+
+    Args:
+        speculative_ngram: when > 0, n-gram (prompt-lookup) speculative decoding proposing this
+            many tokens: a patch copies most of its tokens from the state in the prompt.
+    """
     model = Path(model)
     command = [
         python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
@@ -46,7 +52,46 @@ def vllm_server_command(
     ]
     if enforce_eager:
         command.append("--enforce-eager")
+    if speculative_ngram > 0:
+        command += ["--speculative-config", json.dumps(ngram_speculative_config(speculative_ngram))]
     return command + list(extra_args)
+
+
+def ngram_speculative_config(num_tokens: int) -> dict[str, object]:
+    """vLLM's prompt-lookup speculative decoding: propose the ``num_tokens`` tokens that followed
+    the last 2-4 generated tokens where they last occur in the prompt."""
+    return {"method": "ngram", "num_speculative_tokens": num_tokens, "prompt_lookup_max": 4,
+            "prompt_lookup_min": 2}
+
+
+def servable_model_dir(model: str | os.PathLike) -> Path:
+    """A directory vLLM can load: ``model`` itself, or for a LoRA adapter its base with the
+    adapter merged in (built once under the cache, next to the base)."""
+    from dreamgym_env.backends.default_model import cache_dir, resolve_model
+
+    location = resolve_model(model)
+    if location.adapter_config is None:
+        return location.path
+    import hashlib
+
+    digest = hashlib.sha1()
+    for f in sorted(location.path.glob("adapter_*")):
+        digest.update(f.read_bytes())
+    out = cache_dir() / "models" / f"{location.path.name}-merged-{digest.hexdigest()[:10]}"
+    if (out / "config.json").is_file():
+        return out
+    from dreamgym_env.backends.transformers_backend import load_merged_model
+
+    model_obj, tokenizer = load_merged_model(location, dtype="float32")
+    tmp = out.with_name(out.name + ".tmp")
+    model_obj.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    import shutil
+
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
 
 
 def vllm_server_env(device: str = "cpu") -> dict[str, str]:

@@ -159,6 +159,15 @@ def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path)
                                               json_schema=output_json_schema("patch", OutputLimits(20, None, 1, 20)))])
     assert out[0].error is None
     parse_model_output(out[0].text, "patch")
+    # What `dreamgym serve` hands vLLM: the adapter merged into its base, same greedy answers.
+    from dreamgym_env.serving import servable_model_dir
+
+    merged = servable_model_dir(model_dir)
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+    assert servable_model_dir(model_dir) == merged  # built once
+    again = TransformersBackend(merged, max_batch_size=2).generate([GenerationRequest(
+        example.messages, max_tokens=64, json_schema=output_json_schema("patch", OutputLimits(20, None, 1, 20)))])
+    assert again[0].text == out[0].text
 
 
 def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(trajectories, tmp_path):

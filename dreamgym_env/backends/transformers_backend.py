@@ -27,6 +27,24 @@ def _is_xgrammar_available() -> bool:
     return importlib.util.find_spec("xgrammar") is not None
 
 
+def load_merged_model(location: Any, dtype: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) of a :class:`~dreamgym_env.backends.default_model.ModelLocation`, a
+    LoRA adapter merged into its base (merged in fp32, then cast to ``dtype``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer_dir = location.path if (location.path / "tokenizer_config.json").is_file() else location.base_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if location.adapter_config is None:
+        return AutoModelForCausalLM.from_pretrained(location.base_path, dtype=dtype), tokenizer
+    from peft import PeftModel
+
+    model = AutoModelForCausalLM.from_pretrained(location.base_path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, location.path).merge_and_unload()
+    target = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return model.to(target), tokenizer
+
+
 class TransformersBackend:
     """An in-process Hugging Face causal LM answering chat requests in batches.
 
@@ -56,13 +74,7 @@ class TransformersBackend:
         location = resolve_model(model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
-        tokenizer_dir = location.path if (location.path / "tokenizer_config.json").is_file() else location.base_path
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(location.base_path, dtype=self.dtype)
-        if location.adapter_config is not None:
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, location.path).merge_and_unload()
+        self.model, self.tokenizer = load_merged_model(location, self.dtype)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

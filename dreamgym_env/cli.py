@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dreamgym_env.sft.evaluate import add_eval_parser
 
     add_eval_parser(sub)
-    from dreamgym_env.trainers.grpo import add_train_parser
+    from dreamgym_env.trainers.cli import add_train_parser
 
     add_train_parser(sub)
 

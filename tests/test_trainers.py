@@ -28,6 +28,21 @@ def _one_button_wins(winner: str):
     return respond
 
 
+def _winner_the_untrained_policy_misses() -> str:
+    """A button the policy that train() initialises (seed 0) does not click greedily."""
+    import gymnasium as gym
+
+    from dreamgym_env.trainers.policy import TextActionPolicy
+
+    probe = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(_one_button_wins("")), buffer=False)
+    obs, info = probe.reset(seed=0, options={"task_id": "click-button"})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits, _ = TextActionPolicy()([obs], [info["admissible_actions"]])
+    first_choice = info["admissible_actions"][int(logits.argmax())]
+    return next(a for a in info["admissible_actions"] if a != first_choice)
+
+
 def test_group_advantages_normalise_within_groups():
     adv = group_advantages(np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]))
     assert np.allclose(adv[0], [1, -1, -1, 1]) and np.allclose(adv[1], 0)
@@ -38,15 +53,7 @@ def test_group_advantages_normalise_within_groups():
 def test_grpo_learns_the_winning_action(tmp_path):
     from dreamgym_env.trainers.policy import TextActionPolicy
 
-    import gymnasium as gym
-
-    probe = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(_one_button_wins("")), buffer=False)
-    obs, info = probe.reset(seed=0, options={"task_id": "click-button"})
-    torch.manual_seed(0)  # the initial policy train() builds with seed 0
-    with torch.no_grad():
-        logits, _ = TextActionPolicy()([obs], [info["admissible_actions"]])
-    first_choice = info["admissible_actions"][int(logits.argmax())]
-    winner = next(a for a in info["admissible_actions"] if a != first_choice)  # not the untrained pick
+    winner = _winner_the_untrained_policy_misses()
     backend = ScriptedBackend(_one_button_wins(winner))
     kwargs = {"backend": backend, "buffer": False}
     cfg = GRPOConfig(env_kwargs=kwargs, task_ids=["click-button"], iterations=25, groups=2, num_generations=4,
@@ -78,3 +85,34 @@ def test_grpo_with_curriculum_generates_and_logs_tasks(tmp_path):
     assert result["metrics"]["curriculum/generated_tasks"] > 0  # groups with a spread seeded the generator
     assert "curriculum/variance_hist" not in (tmp_path / "metrics.csv").read_text().splitlines()[0]  # lists not in CSV
     assert "curriculum/mean_variance" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_ppo_learns_the_winning_action(tmp_path):
+    from dreamgym_env.trainers.ppo import PPOConfig, gae
+    from dreamgym_env.trainers.ppo import train as train_ppo
+
+    adv, ret = gae([0.0, 1.0], [0.5, 0.5], True, 1.0, 1.0)
+    assert np.allclose(adv, [0.5, 0.5]) and np.allclose(ret, [1.0, 1.0])
+    backend = ScriptedBackend(_one_button_wins(_winner_the_untrained_policy_misses()))
+    kwargs = {"backend": backend, "buffer": False}
+    from dreamgym_env.trainers.policy import TextActionPolicy
+
+    torch.manual_seed(0)
+    assert evaluate(TextActionPolicy(), "DreamGym-MiniWoB-v0", 8, 0, 2, kwargs, task_ids=["click-button"])["success_rate"] == 0.0
+    cfg = PPOConfig(env_kwargs=kwargs, task_ids=["click-button"], iterations=25, num_envs=8, max_steps=2,
+                    learning_rate=1e-3, minibatch_size=8, output_dir=str(tmp_path), seed=0)
+    train_ppo(cfg)
+    policy = TextActionPolicy()
+    policy.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    assert evaluate(policy, "DreamGym-MiniWoB-v0", 8, 0, 2, kwargs, task_ids=["click-button"])["success_rate"] == 1.0
+    assert "losses/value_loss" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_train_cli_builds_the_config_of_the_chosen_algorithm(tmp_path, capsys):
+    from dreamgym_env.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--algo", "ppo", "--num-envs", "3", "--iterations", "2",
+                                      "--no-curriculum", "--env-kwargs", '{"buffer": false}'])
+    assert (args.algo, args.num_envs, args.iterations, args.env_kwargs) == ("ppo", 3, 2, {"buffer": False})
+    args = build_parser().parse_args(["train", "--algo", "grpo", "--num-generations", "2"])
+    assert args.num_generations == 2 and args.curriculum is True

@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -162,34 +162,3 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     torch.save(policy.state_dict(), out / "policy.pt")
     return {"metrics": metrics, "evaluations": evaluations, "env_steps": env_steps}
 
-
-def add_train_parser(sub) -> Any:
-    """``dreamgym train --algo grpo``: one flag per :class:`GRPOConfig` field (PPO: next)."""
-    import argparse
-
-    parser = sub.add_parser("train", help="train a text policy on a DreamGym env (bundled GRPO)")
-    parser.add_argument("--algo", choices=["grpo"], default="grpo")
-    parser.add_argument("--env", dest="env_id", default=GRPOConfig.env_id, help="env id")
-    for f in fields(GRPOConfig):
-        if f.name == "env_id":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "").replace("%", "%%")
-        if f.name == "env_kwargs":
-            parser.add_argument(flag, type=json.loads, default={}, help=help_text + " (JSON)")
-        elif f.name == "task_ids":
-            parser.add_argument(flag, nargs="*", default=[], help=help_text)
-        elif f.name == "curriculum":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=f.default, help=f"{help_text} (default: {f.default})")
-    parser.set_defaults(func=_cmd_train)
-    return parser
-
-
-def _cmd_train(args) -> int:
-    cfg = GRPOConfig(**{f.name: getattr(args, f.name) for f in fields(GRPOConfig)})
-    result = train(cfg)
-    print(json.dumps(result, indent=2, default=str))
-    return 0

@@ -1,0 +1,161 @@
+"""PPO with GAE and a value head for text policies over admissible actions, CleanRL-style.
+
+Each iteration runs one episode in each of ``num_envs`` envs (synthetic envs step as one
+batched model call), computes GAE advantages per episode, and takes clipped policy and value
+steps over shuffled minibatches, with an entropy bonus and an optional KL to the initial policy.
+
+    dreamgym train --algo ppo --env DreamGym-MiniWoB-v0 --task-ids click-button --iterations 50
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dreamgym_env.trainers.common import MetricLogger, evaluate, make_envs, run_episodes
+from dreamgym_env.trainers.policy import TextActionPolicy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PPOConfig:
+    env_id: str = field(default="DreamGym-MiniWoB-v0", metadata={"help": "Env to train on (synthetic or real)."})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "gym.make arguments (backend, buffer...)."})
+    task_ids: list[str] = field(default_factory=list, metadata={"help": "Train on these tasks (default: all of the domain)."})
+    iterations: int = field(default=50, metadata={"help": "Policy updates."})
+    num_envs: int = field(default=8, metadata={"help": "Episodes per iteration, stepped together."})
+    max_steps: int = field(default=6, metadata={"help": "Step limit of an episode."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate."})
+    gamma: float = field(default=0.99, metadata={"help": "Discount."})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE λ."})
+    update_epochs: int = field(default=4, metadata={"help": "Passes over an iteration's steps."})
+    minibatch_size: int = field(default=32, metadata={"help": "Steps per gradient step."})
+    clip_coef: float = field(default=0.2, metadata={"help": "Ratio clipping."})
+    vf_coef: float = field(default=0.5, metadata={"help": "Value loss weight."})
+    ent_coef: float = field(default=0.01, metadata={"help": "Entropy bonus weight."})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the initial policy (0: off)."})
+    eval_env_id: str | None = field(default=None, metadata={"help": "Env to measure greedy success on (e.g. the real twin)."})
+    eval_every: int = field(default=10, metadata={"help": "Iterations between evaluations."})
+    eval_episodes: int = field(default=20, metadata={"help": "Episodes per evaluation."})
+    eval_seed: int = field(default=100_000, metadata={"help": "First seed of evaluation episodes (held out from training)."})
+    output_dir: str = field(default="runs/ppo", metadata={"help": "Checkpoints and metrics.csv."})
+    seed: int = field(default=0, metadata={"help": "Seed of tasks, starts and sampling."})
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1 or self.iterations < 1 or self.minibatch_size < 1:
+            raise ValueError("num_envs, iterations and minibatch_size must be >= 1")
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
+            raise ValueError("gamma and gae_lambda must be in [0, 1]")
+
+
+def gae(rewards: list[float], values: list[float], terminated: bool, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(advantages, returns) of one episode. A terminated episode bootstraps 0; a truncated one
+    bootstraps its last value estimate (the value of the state it was cut at is not computed)."""
+    n = len(rewards)
+    adv = np.zeros(n)
+    last = 0.0
+    next_value = 0.0 if terminated else (values[-1] if values else 0.0)
+    for t in reversed(range(n)):
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        adv[t] = last
+        next_value = values[t]
+    return adv, adv + np.asarray(values)
+
+
+def train(cfg: PPOConfig) -> dict[str, Any]:
+    """Train; returns the last metrics (and the evaluations)."""
+    # -- setup ---------------------------------------------------------------------------------
+    logger.info("ppo config: %s", json.dumps(asdict(cfg), default=str))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    envs = make_envs(cfg.env_id, cfg.num_envs, cfg.env_kwargs)
+    domain = getattr(envs[0], "domain", None)
+    task_ids = list(cfg.task_ids) or ([t.task_id for t in domain.tasks] if domain is not None else [])
+    policy = TextActionPolicy()
+    reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt, start = out / "checkpoint.pt", 0
+    if ckpt.is_file():
+        saved = torch.load(ckpt, weights_only=False)
+        policy.load_state_dict(saved["policy"]); optimizer.load_state_dict(saved["optimizer"]); start = saved["iteration"]
+        logger.info("resumed at iteration %d", start)
+    metrics_log = MetricLogger(cfg.output_dir)
+    evaluations: list[dict[str, Any]] = []
+    metrics: dict[str, Any] = {}
+    env_steps = 0
+
+    for iteration in tqdm(range(start, cfg.iterations), desc="ppo", initial=start, total=cfg.iterations):
+        began = time.perf_counter()
+        # -- rollouts: one episode per env ---------------------------------------------------
+        resets = [{"seed": int(rng.integers(2**31)),
+                   **({"options": {"task_id": task_ids[int(rng.integers(len(task_ids)))]}} if task_ids else {})}
+                  for _ in envs]
+        policy.eval()
+        episodes = run_episodes(policy, envs, resets, cfg.max_steps, gen)
+        policy.train()
+        # -- advantages: GAE per episode -------------------------------------------------------
+        obs, acts, choice, old_logp, advs, rets = [], [], [], [], [], []
+        for e in episodes:
+            a, r = gae(e.rewards, e.values, e.terminated, cfg.gamma, cfg.gae_lambda)
+            obs += e.observations; acts += e.actions; choice += e.choices; old_logp += e.logprobs
+            advs += a.tolist(); rets += r.tolist()
+        n = len(obs)
+        env_steps += n
+        choice_t, old_logp_t = torch.tensor(choice), torch.tensor(old_logp)
+        adv_t, ret_t = torch.tensor(advs, dtype=torch.float32), torch.tensor(rets, dtype=torch.float32)
+        # -- update: clipped policy loss, value loss, entropy bonus ---------------------------
+        losses = {"policy": [], "value": [], "entropy": []}
+        for _ in range(cfg.update_epochs):
+            for mb in np.array_split(rng.permutation(n), max(1, n // cfg.minibatch_size)):
+                idx = torch.as_tensor(mb)
+                logits, values = policy([obs[i] for i in mb], [acts[i] for i in mb])
+                dist = torch.distributions.Categorical(logits=logits)
+                logp = dist.log_prob(choice_t[idx])
+                ratio = (logp - old_logp_t[idx]).exp()
+                a = adv_t[idx]
+                a = (a - a.mean()) / (a.std() + 1e-8) if len(mb) > 1 else a
+                pg_loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef) * a).mean()
+                v_loss = 0.5 * ((values - ret_t[idx]) ** 2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                if reference is not None:
+                    with torch.no_grad():
+                        ref_logits, _ = reference([obs[i] for i in mb], [acts[i] for i in mb])
+                    ref_logp = torch.distributions.Categorical(logits=ref_logits).log_prob(choice_t[idx])
+                    loss = loss + cfg.kl_coef * ((ref_logp - logp).exp() - (ref_logp - logp) - 1).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+                optimizer.step()
+                losses["policy"].append(float(pg_loss)); losses["value"].append(float(v_loss))
+                losses["entropy"].append(float(entropy))
+        # -- log, evaluate, checkpoint -----------------------------------------------------------
+        returns = np.array([e.ret for e in episodes])
+        metrics = {"charts/episodic_return": float(returns.mean()), "charts/success_rate": float((returns > 0).mean()),
+                   "losses/policy_loss": float(np.mean(losses["policy"])), "losses/value_loss": float(np.mean(losses["value"])),
+                   "losses/entropy": float(np.mean(losses["entropy"])), "charts/env_steps": env_steps,
+                   "perf/sps": n / (time.perf_counter() - began)}
+        if cfg.eval_env_id and ((iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations):
+            result = evaluate(policy, cfg.eval_env_id, cfg.eval_episodes, cfg.eval_seed, cfg.max_steps, task_ids=task_ids or None)
+            metrics.update({f"eval/{k}": v for k, v in result.items()})
+            evaluations.append({"iteration": iteration + 1, "env_steps": env_steps, **result})
+        metrics_log.log(iteration + 1, metrics)
+        torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration + 1}, ckpt)
+    for env in envs:
+        env.close()
+    torch.save(policy.state_dict(), out / "policy.pt")
+    return {"metrics": metrics, "evaluations": evaluations, "env_steps": env_steps}

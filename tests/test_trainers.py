@@ -79,7 +79,7 @@ def test_grpo_with_curriculum_generates_and_logs_tasks(tmp_path):
         return _one_button_wins("click [2]")(request)
 
     cfg = GRPOConfig(env_kwargs={"backend": ScriptedBackend(respond), "buffer": False}, task_ids=["click-button", "click-test"],
-                     iterations=4, groups=2, num_generations=4, max_steps=2, curriculum=True, generated_share=0.5,
+                     iterations=4, groups=2, num_generations=4, max_steps=2, curriculum=True, generated_share=0.5, kl_coef=0.1,
                      output_dir=str(tmp_path), seed=1)
     result = train(cfg)
     assert result["metrics"]["curriculum/generated_tasks"] > 0  # groups with a spread seeded the generator

@@ -133,3 +133,68 @@ class MetricLogger:
             for k, v in row.items():
                 if k != "step":
                     self.tb.add_scalar(k, v, step)
+
+
+@dataclass
+class TrainerConfig:
+    """Fields every bundled trainer has (PPOConfig and GRPOConfig add their own)."""
+
+    env_id: str = field(default="DreamGym-MiniWoB-v0", metadata={"help": "Env to train on (synthetic or real)."})
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "gym.make arguments (backend, buffer...)."})
+    task_ids: list[str] = field(default_factory=list, metadata={"help": "Train on these tasks (default: all of the domain)."})
+    iterations: int = field(default=50, metadata={"help": "Policy updates."})
+    max_steps: int = field(default=6, metadata={"help": "Step limit of an episode."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate."})
+    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the initial policy (0: off)."})
+    eval_env_id: str | None = field(default=None, metadata={"help": "Env to measure greedy success on (e.g. the real twin)."})
+    eval_every: int = field(default=10, metadata={"help": "Iterations between evaluations."})
+    eval_episodes: int = field(default=20, metadata={"help": "Episodes per evaluation."})
+    eval_seed: int = field(default=100_000, metadata={"help": "First seed of evaluation episodes (held out from training)."})
+    output_dir: str = field(default="runs/train", metadata={"help": "Checkpoints and metrics.csv."})
+    seed: int = field(default=0, metadata={"help": "Seed of tasks, starts and sampling."})
+
+
+def kl_to_reference(reference, observations: list[str], actions: list[list[str]], choices: torch.Tensor,
+                    logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(current || reference) on the taken actions."""
+    with torch.no_grad():
+        ref_logits, _ = reference(observations, actions)
+    ref_logp = torch.distributions.Categorical(logits=ref_logits).log_prob(choices)
+    return ((ref_logp - logp).exp() - (ref_logp - logp) - 1).mean()
+
+
+class Checkpointer:
+    """``output_dir/checkpoint.pt`` after every iteration; a rerun resumes from it."""
+
+    def __init__(self, output_dir: str):
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "checkpoint.pt"
+
+    def resume(self, policy, optimizer) -> int:
+        """Load the last checkpoint, if any; returns the iteration to start at."""
+        if not self.path.is_file():
+            return 0
+        saved = torch.load(self.path, weights_only=False)
+        policy.load_state_dict(saved["policy"])
+        optimizer.load_state_dict(saved["optimizer"])
+        logger.info("resumed at iteration %d", saved["iteration"])
+        return int(saved["iteration"])
+
+    def save(self, policy, optimizer, iteration: int) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, tmp)
+        tmp.replace(self.path)
+
+    def finish(self, policy) -> None:
+        torch.save(policy.state_dict(), self.dir / "policy.pt")
+
+
+def maybe_evaluate(cfg: TrainerConfig, policy, iteration: int, env_steps: int, task_ids: Sequence[str] | None,
+                   metrics: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
+    """Greedy success on ``cfg.eval_env_id`` every ``eval_every`` iterations and at the end."""
+    if not cfg.eval_env_id or ((iteration + 1) % cfg.eval_every and iteration + 1 != cfg.iterations):
+        return
+    result = evaluate(policy, cfg.eval_env_id, cfg.eval_episodes, cfg.eval_seed, cfg.max_steps, task_ids=task_ids or None)
+    metrics.update({f"eval/{k}": v for k, v in result.items()})
+    evaluations.append({"iteration": iteration + 1, "env_steps": env_steps, **result})

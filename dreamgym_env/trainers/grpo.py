@@ -16,40 +16,28 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dreamgym_env.trainers.common import MetricLogger, evaluate, make_envs, run_episodes
+from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
+                                           maybe_evaluate, run_episodes)
 from dreamgym_env.trainers.policy import TextActionPolicy
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOConfig:
-    env_id: str = field(default="DreamGym-MiniWoB-v0", metadata={"help": "Env to train on (synthetic or real)."})
-    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "gym.make arguments (backend, buffer...)."})
-    task_ids: list[str] = field(default_factory=list, metadata={"help": "Train on these tasks (default: all of the domain)."})
-    iterations: int = field(default=50, metadata={"help": "Policy updates."})
+class GRPOConfig(TrainerConfig):
     groups: int = field(default=4, metadata={"help": "Tasks per iteration."})
     num_generations: int = field(default=4, metadata={"help": "Episodes per task (a group), same start."})
-    max_steps: int = field(default=6, metadata={"help": "Step limit of an episode."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate."})
     update_epochs: int = field(default=2, metadata={"help": "Passes over an iteration's steps."})
     clip_coef: float = field(default=0.2, metadata={"help": "PPO-style ratio clipping."})
-    kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the initial policy (0: off)."})
     curriculum: bool = field(default=True, metadata={"help": "Variance-based task sampling and generation."})
     generated_share: float = field(default=0.25, metadata={"help": "λ: most share of generated tasks."})
-    eval_env_id: str | None = field(default=None, metadata={"help": "Env to measure greedy success on (e.g. the real twin)."})
-    eval_every: int = field(default=10, metadata={"help": "Iterations between evaluations."})
-    eval_episodes: int = field(default=20, metadata={"help": "Episodes per evaluation."})
-    eval_seed: int = field(default=100_000, metadata={"help": "First seed of evaluation episodes (held out from training)."})
     output_dir: str = field(default="runs/grpo", metadata={"help": "Checkpoints and metrics.csv."})
-    seed: int = field(default=0, metadata={"help": "Seed of tasks, starts and sampling."})
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -89,13 +77,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     policy = TextActionPolicy()
     reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt, start = out / "checkpoint.pt", 0
-    if ckpt.is_file():
-        saved = torch.load(ckpt, weights_only=False)
-        policy.load_state_dict(saved["policy"]); optimizer.load_state_dict(saved["optimizer"]); start = saved["iteration"]
-        logger.info("resumed at iteration %d", start)
+    checkpoints = Checkpointer(cfg.output_dir)
+    start = checkpoints.resume(policy, optimizer)
     metrics_log = MetricLogger(cfg.output_dir)
     evaluations: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
@@ -135,10 +118,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                 ratio = (logp - old_logp).exp()
                 loss = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef) * adv).mean()
                 if reference is not None:
-                    with torch.no_grad():
-                        ref_logits, _ = reference(obs, acts)
-                    ref_logp = torch.distributions.Categorical(logits=ref_logits).log_prob(choice)
-                    loss = loss + cfg.kl_coef * ((ref_logp - logp).exp() - (ref_logp - logp) - 1).mean()
+                    loss = loss + cfg.kl_coef * kl_to_reference(reference, obs, acts, choice, logp)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -150,15 +130,11 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         metrics = {"charts/episodic_return": float(returns.mean()), "charts/success_rate": float((returns > 0).mean()),
                    "losses/policy_loss": float(np.mean(losses)) if losses else 0.0, "charts/env_steps": env_steps,
                    "perf/sps": len(steps) / (time.perf_counter() - began), **sampler.stats()}
-        if cfg.eval_env_id and ((iteration + 1) % cfg.eval_every == 0 or iteration + 1 == cfg.iterations):
-            result = evaluate(policy, cfg.eval_env_id, cfg.eval_episodes, cfg.eval_seed, cfg.max_steps,
-                              task_ids=[t.task_id for t in tasks])
-            metrics.update({f"eval/{k}": v for k, v in result.items()})
-            evaluations.append({"iteration": iteration + 1, "env_steps": env_steps, **result})
+        maybe_evaluate(cfg, policy, iteration, env_steps, [t.task_id for t in tasks], metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
-        torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration + 1}, ckpt)
+        checkpoints.save(policy, optimizer, iteration + 1)
     for env in envs:
         env.close()
-    torch.save(policy.state_dict(), out / "policy.pt")
+    checkpoints.finish(policy)
     return {"metrics": metrics, "evaluations": evaluations, "env_steps": env_steps}
 

@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+import torch
 
 from dreamgym_env import prompts
 from dreamgym_env.collect import read_trajectories, write_trajectories
@@ -165,6 +166,13 @@ def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path)
     merged = servable_model_dir(model_dir)
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
     assert servable_model_dir(model_dir) == merged  # built once
+    from safetensors.torch import load_file
+
+    trained = load_file(merged / "model.safetensors")
+    original = load_file(base / "model.safetensors")
+    top = "model.layers.1.self_attn.q_proj.weight"  # lora_layers=1 adapts only the top layer
+    assert not torch.equal(trained[top], original[top])  # the trained adapter was loaded and merged
+    assert torch.equal(trained["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"])
     again = TransformersBackend(merged, max_batch_size=2).generate([GenerationRequest(
         example.messages, max_tokens=64, json_schema=output_json_schema("patch", OutputLimits(20, None, 1, 20)))])
     assert again[0].text == out[0].text

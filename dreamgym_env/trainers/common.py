@@ -38,13 +38,15 @@ def step_many(envs: Sequence[gym.Env], actions: Sequence[str]) -> list[tuple]:
 
 @dataclass
 class Episode:
-    """One rollout: per step the observation, the admissible actions, the choice and its
-    log-probability and value under the policy that acted, and the reward."""
+    """One rollout: per step the observation, the admissible actions, the choice (an index into
+    them, or the generated token ids) and its log-probability and value under the policy that
+    acted, the action text sent to the env, and the reward."""
 
     task_id: str
     observations: list[str] = field(default_factory=list)
     actions: list[list[str]] = field(default_factory=list)
-    choices: list[int] = field(default_factory=list)
+    choices: list[Any] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
@@ -58,7 +60,8 @@ class Episode:
 @torch.no_grad()
 def run_episodes(policy, envs: Sequence[gym.Env], resets: Sequence[Mapping[str, Any]], max_steps: int,
                  rng: torch.Generator, greedy: bool = False) -> list[Episode]:
-    """One episode per env (``resets[i]``: ``reset`` keyword arguments), all stepped together."""
+    """One episode per env (``resets[i]``: ``reset`` keyword arguments), all stepped together.
+    ``policy`` scores the admissible actions or writes its own (see ``needs_admissible_actions``)."""
     episodes, obs, infos = [], [], []
     for env, kwargs in zip(envs, resets):
         o, info = env.reset(**kwargs)
@@ -69,17 +72,18 @@ def run_episodes(policy, envs: Sequence[gym.Env], resets: Sequence[Mapping[str, 
     for _ in range(max_steps):
         if not live:
             break
-        action_lists = [list(infos[i].get("admissible_actions") or ["noop"]) for i in live]
-        logits, values = policy([obs[i] for i in live], action_lists)
-        dist = torch.distributions.Categorical(logits=logits)
-        picks = logits.argmax(-1) if greedy else torch.multinomial(dist.probs, 1, generator=rng).squeeze(-1)
-        logps = dist.log_prob(picks)
-        outcomes = step_many([envs[i] for i in live], [a[int(k)] for a, k in zip(action_lists, picks)])
+        action_lists = [list(infos[i].get("admissible_actions") or []) for i in live]
+        if policy.needs_admissible_actions:
+            missing = [envs[i].spec.id if envs[i].spec else type(envs[i]).__name__ for i, a in zip(live, action_lists) if not a]
+            if missing:
+                raise ValueError(f"{missing[0]} gives no info['admissible_actions']; use the generation policy (--policy generate)")
+        texts, choices, logps, values = policy.act([obs[i] for i in live], action_lists, rng, greedy=greedy)
+        outcomes = step_many([envs[i] for i in live], texts)
         still = []
         for j, i in enumerate(live):
             ep = episodes[i]
-            ep.observations.append(obs[i]); ep.actions.append(action_lists[j]); ep.choices.append(int(picks[j]))
-            ep.logprobs.append(float(logps[j])); ep.values.append(float(values[j]))
+            ep.observations.append(obs[i]); ep.actions.append(action_lists[j]); ep.choices.append(choices[j])
+            ep.texts.append(texts[j]); ep.logprobs.append(float(logps[j])); ep.values.append(float(values[j]))
             o, r, terminated, truncated, info = outcomes[j]
             ep.rewards.append(float(r))
             obs[i], infos[i] = o, info
@@ -144,7 +148,10 @@ class TrainerConfig:
     task_ids: list[str] = field(default_factory=list, metadata={"help": "Train on these tasks (default: all of the domain)."})
     iterations: int = field(default=50, metadata={"help": "Policy updates."})
     max_steps: int = field(default=6, metadata={"help": "Step limit of an episode."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate."})
+    policy: str = field(default="score", metadata={"help": "score: a small transformer ranks info['admissible_actions']; generate: a causal LM writes the action."})
+    policy_model: str = field(default="", metadata={"help": "generate: HF causal LM directory ('' = embedded SmolLM2-135M-Instruct)."})
+    max_new_tokens: int = field(default=24, metadata={"help": "generate: most tokens of an action."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate (use ~1e-5 for a generating LM)."})
     kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the initial policy (0: off)."})
     eval_env_id: str | None = field(default=None, metadata={"help": "Env to measure greedy success on (e.g. the real twin)."})
     eval_every: int = field(default=10, metadata={"help": "Iterations between evaluations."})
@@ -153,14 +160,31 @@ class TrainerConfig:
     output_dir: str = field(default="runs/train", metadata={"help": "Checkpoints and metrics.csv."})
     seed: int = field(default=0, metadata={"help": "Seed of tasks, starts and sampling."})
 
+    def __post_init__(self) -> None:
+        if self.policy not in ("score", "generate"):
+            raise ValueError(f"policy must be 'score' or 'generate', got {self.policy!r}")
 
-def kl_to_reference(reference, observations: list[str], actions: list[list[str]], choices: torch.Tensor,
+
+def kl_to_reference(reference, observations: list[str], actions: list[list[str]], choices: Sequence[Any],
                     logp: torch.Tensor) -> torch.Tensor:
     """k3 estimate of KL(current || reference) on the taken actions."""
     with torch.no_grad():
-        ref_logits, _ = reference(observations, actions)
-    ref_logp = torch.distributions.Categorical(logits=ref_logits).log_prob(choices)
+        ref_logp, _, _ = reference.evaluate_actions(observations, actions, choices)
     return ((ref_logp - logp).exp() - (ref_logp - logp) - 1).mean()
+
+
+def make_policy(cfg: "TrainerConfig", env: gym.Env):
+    """The policy ``cfg.policy`` names: "score" (TextActionPolicy over admissible actions) or
+    "generate" (GenerativeTextPolicy writing actions in the env's grammar)."""
+    if cfg.policy == "score":
+        from dreamgym_env.trainers.policy import TextActionPolicy
+
+        return TextActionPolicy()
+    from dreamgym_env.trainers.generative import GenerativeTextPolicy
+
+    domain = getattr(env, "domain", None)
+    return GenerativeTextPolicy(cfg.policy_model or None, action_help=domain.grammar.describe() if domain else "",
+                                max_new_tokens=cfg.max_new_tokens)
 
 
 class Checkpointer:

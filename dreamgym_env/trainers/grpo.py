@@ -23,8 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           maybe_evaluate, run_episodes)
-from dreamgym_env.trainers.policy import TextActionPolicy
+                                           make_policy, maybe_evaluate, run_episodes)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +39,7 @@ class GRPOConfig(TrainerConfig):
     output_dir: str = field(default="runs/grpo", metadata={"help": "Checkpoints and metrics.csv."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_generations < 2:
             raise ValueError(f"num_generations ({self.num_generations}) must be >= 2: a group needs a spread.")
         if self.groups < 1 or self.iterations < 1:
@@ -74,7 +74,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         tasks, generator=generator, validate=runnable_in(envs[0]) if generator else None,
         config=CurriculumConfig(window=cfg.num_generations, generated_share=cfg.generated_share if cfg.curriculum else 0.0),
     )
-    policy = TextActionPolicy()
+    policy = make_policy(cfg, envs[0])
     reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     checkpoints = Checkpointer(cfg.output_dir)
@@ -109,12 +109,11 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         if steps and np.any(advantages != 0):
             obs = [e.observations[t] for e, t, _ in steps]
             acts = [e.actions[t] for e, t, _ in steps]
-            choice = torch.tensor([e.choices[t] for e, t, _ in steps])
+            choice = [e.choices[t] for e, t, _ in steps]
             old_logp = torch.tensor([e.logprobs[t] for e, t, _ in steps])
             adv = torch.tensor([a for _, _, a in steps], dtype=torch.float32)
             for _ in range(cfg.update_epochs):
-                logits, _ = policy(obs, acts)
-                logp = torch.distributions.Categorical(logits=logits).log_prob(choice)
+                logp, _, _ = policy.evaluate_actions(obs, acts, choice)
                 ratio = (logp - old_logp).exp()
                 loss = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef) * adv).mean()
                 if reference is not None:

@@ -84,3 +84,22 @@ class TextActionPolicy(nn.Module):
             logits[row, :n] = self.score(torch.cat([o, a, o * a], -1)).squeeze(-1)
             start += n
         return logits, self.value(obs).squeeze(-1)
+
+    # -- the interface the trainers use (shared with GenerativeTextPolicy) ---------------------
+    needs_admissible_actions = True
+
+    def act(self, observations: Sequence[str], actions: Sequence[Sequence[str]], rng: torch.Generator,
+            greedy: bool = False) -> tuple[list[str], list[int], torch.Tensor, torch.Tensor]:
+        """(action texts, choices (indices into ``actions``), log-probabilities, values)."""
+        logits, values = self(observations, actions)
+        dist = torch.distributions.Categorical(logits=logits)
+        picks = logits.argmax(-1) if greedy else torch.multinomial(dist.probs, 1, generator=rng).squeeze(-1)
+        chosen = [acts[int(k)] for acts, k in zip(actions, picks)]
+        return chosen, [int(k) for k in picks], dist.log_prob(picks), values
+
+    def evaluate_actions(self, observations: Sequence[str], actions: Sequence[Sequence[str]],
+                         choices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-probabilities of ``choices``, entropies, values) under the current weights."""
+        logits, values = self(observations, actions)
+        dist = torch.distributions.Categorical(logits=logits)
+        return dist.log_prob(torch.as_tensor(list(choices))), dist.entropy(), values

@@ -21,8 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           maybe_evaluate, run_episodes)
-from dreamgym_env.trainers.policy import TextActionPolicy
+                                           make_policy, maybe_evaluate, run_episodes)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +39,7 @@ class PPOConfig(TrainerConfig):
     output_dir: str = field(default="runs/ppo", metadata={"help": "Checkpoints and metrics.csv."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_envs < 1 or self.iterations < 1 or self.minibatch_size < 1:
             raise ValueError("num_envs, iterations and minibatch_size must be >= 1")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
@@ -71,7 +71,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     envs = make_envs(cfg.env_id, cfg.num_envs, cfg.env_kwargs)
     domain = getattr(envs[0], "domain", None)
     task_ids = list(cfg.task_ids) or ([t.task_id for t in domain.tasks] if domain is not None else [])
-    policy = TextActionPolicy()
+    policy = make_policy(cfg, envs[0])
     reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     checkpoints = Checkpointer(cfg.output_dir)
@@ -98,32 +98,30 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
             advs += a.tolist(); rets += r.tolist()
         n = len(obs)
         env_steps += n
-        choice_t, old_logp_t = torch.tensor(choice), torch.tensor(old_logp)
+        old_logp_t = torch.tensor(old_logp)
         adv_t, ret_t = torch.tensor(advs, dtype=torch.float32), torch.tensor(rets, dtype=torch.float32)
         # -- update: clipped policy loss, value loss, entropy bonus ---------------------------
         losses = {"policy": [], "value": [], "entropy": []}
         for _ in range(cfg.update_epochs):
             for mb in np.array_split(rng.permutation(n), max(1, n // cfg.minibatch_size)):
                 idx = torch.as_tensor(mb)
-                logits, values = policy([obs[i] for i in mb], [acts[i] for i in mb])
-                dist = torch.distributions.Categorical(logits=logits)
-                logp = dist.log_prob(choice_t[idx])
+                mb_obs, mb_acts, mb_choice = [obs[i] for i in mb], [acts[i] for i in mb], [choice[i] for i in mb]
+                logp, entropy, values = policy.evaluate_actions(mb_obs, mb_acts, mb_choice)
                 ratio = (logp - old_logp_t[idx]).exp()
                 a = adv_t[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8) if len(mb) > 1 else a
                 pg_loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef) * a).mean()
                 v_loss = 0.5 * ((values - ret_t[idx]) ** 2).mean()
-                entropy = dist.entropy().mean()
+                entropy = entropy.mean()
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 if reference is not None:
-                    loss = loss + cfg.kl_coef * kl_to_reference(reference, [obs[i] for i in mb], [acts[i] for i in mb],
-                                                                choice_t[idx], logp)
+                    loss = loss + cfg.kl_coef * kl_to_reference(reference, mb_obs, mb_acts, mb_choice, logp)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
                 optimizer.step()
-                losses["policy"].append(float(pg_loss)); losses["value"].append(float(v_loss))
-                losses["entropy"].append(float(entropy))
+                losses["policy"].append(pg_loss.item()); losses["value"].append(v_loss.item())
+                losses["entropy"].append(entropy.item())
         # -- log, evaluate, checkpoint -----------------------------------------------------------
         returns = np.array([e.ret for e in episodes])
         metrics = {"charts/episodic_return": float(returns.mean()), "charts/success_rate": float((returns > 0).mean()),

@@ -116,3 +116,26 @@ def test_train_cli_builds_the_config_of_the_chosen_algorithm(tmp_path, capsys):
     assert (args.algo, args.num_envs, args.iterations, args.env_kwargs) == ("ppo", 3, 2, {"buffer": False})
     args = build_parser().parse_args(["train", "--algo", "grpo", "--num-generations", "2"])
     assert args.num_generations == 2 and args.curriculum is True
+
+
+def test_ppo_stops_at_the_env_step_budget_and_resumes_from_it(tmp_path):
+    from dreamgym_env.trainers.ppo import PPOConfig
+    from dreamgym_env.trainers.ppo import train as train_ppo
+
+    kwargs = {"backend": ScriptedBackend(_one_button_wins("click [2]")), "buffer": False}
+    cfg = PPOConfig(env_kwargs=kwargs, task_ids=["click-button"], iterations=50, num_envs=4, max_steps=1,
+                    max_env_steps=10, output_dir=str(tmp_path / "a"), seed=0)
+    first = train_ppo(cfg)
+    assert first["env_steps"] == 12  # three iterations of 4 one-step episodes: the one that crosses 10 is the last
+    assert len((tmp_path / "a" / "metrics.csv").read_text().splitlines()) == 4
+    assert train_ppo(cfg)["env_steps"] == 12  # a rerun resumes with the budget already spent
+    warm = PPOConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "b"), "init_from": str(tmp_path / "a" / "policy.pt"),
+                        "iterations": 1, "max_env_steps": 0})
+    from dreamgym_env.trainers.common import initial_weights, make_policy
+
+    policy = make_policy(warm, None)
+    initial_weights(warm, policy)
+    saved = torch.load(tmp_path / "a" / "policy.pt")
+    assert all(torch.equal(v, saved[k]) for k, v in policy.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        initial_weights(PPOConfig(init_from=str(tmp_path / "missing.pt")), policy)

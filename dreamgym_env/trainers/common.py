@@ -97,18 +97,23 @@ def run_episodes(policy, envs: Sequence[gym.Env], resets: Sequence[Mapping[str, 
 
 def evaluate(policy, env_id: str, episodes: int, seed: int, max_steps: int, env_kwargs: Mapping[str, Any] | None = None,
              batch: int = 8, task_ids: Sequence[str] | None = None) -> dict[str, float]:
-    """Greedy success rate (return > 0) on ``episodes`` episodes with seeds ``seed, seed+1, ...``."""
+    """Greedy success rate (return > 0) on ``episodes`` episodes with seeds ``seed, seed+1, ...``
+    (cycling through ``task_ids`` when given), overall and per task (``success/<task_id>``)."""
     envs = make_envs(env_id, min(batch, episodes), env_kwargs)
     rng = torch.Generator().manual_seed(seed)
-    returns: list[float] = []
+    done: list[Episode] = []
     for start in range(0, episodes, len(envs)):
         n = min(len(envs), episodes - start)
         resets = [{"seed": seed + start + i, **({"options": {"task_id": task_ids[(start + i) % len(task_ids)]}} if task_ids else {})}
                   for i in range(n)]
-        returns += [e.ret for e in run_episodes(policy, envs[:n], resets, max_steps, rng, greedy=True)]
+        done += run_episodes(policy, envs[:n], resets, max_steps, rng, greedy=True)
     for env in envs:
         env.close()
-    return {"success_rate": float(np.mean([r > 0 for r in returns])), "mean_return": float(np.mean(returns))}
+    returns = [e.ret for e in done]
+    result = {"success_rate": float(np.mean([r > 0 for r in returns])), "mean_return": float(np.mean(returns))}
+    for task in sorted({e.task_id for e in done}):
+        result[f"success/{task}"] = float(np.mean([e.ret > 0 for e in done if e.task_id == task]))
+    return result
 
 
 class MetricLogger:
@@ -153,6 +158,8 @@ class TrainerConfig:
     max_new_tokens: int = field(default=24, metadata={"help": "generate: most tokens of an action."})
     learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate (use ~1e-5 for a generating LM)."})
     kl_coef: float = field(default=0.0, metadata={"help": "KL penalty to the initial policy (0: off)."})
+    max_env_steps: int = field(default=0, metadata={"help": "Stop once this many env steps are spent (0: no cap); the budget of a real-step run."})
+    init_from: str = field(default="", metadata={"help": "Start from this policy.pt (e.g. trained on synthetic experience, then real: sim-to-real)."})
     eval_env_id: str | None = field(default=None, metadata={"help": "Env to measure greedy success on (e.g. the real twin)."})
     eval_every: int = field(default=10, metadata={"help": "Iterations between evaluations."})
     eval_episodes: int = field(default=20, metadata={"help": "Episodes per evaluation."})
@@ -195,19 +202,20 @@ class Checkpointer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "checkpoint.pt"
 
-    def resume(self, policy, optimizer) -> int:
-        """Load the last checkpoint, if any; returns the iteration to start at."""
+    def resume(self, policy, optimizer) -> tuple[int, int]:
+        """Load the last checkpoint, if any; returns (iteration to start at, env steps spent)."""
         if not self.path.is_file():
-            return 0
+            return 0, 0
         saved = torch.load(self.path, weights_only=False)
         policy.load_state_dict(saved["policy"])
         optimizer.load_state_dict(saved["optimizer"])
         logger.info("resumed at iteration %d", saved["iteration"])
-        return int(saved["iteration"])
+        return int(saved["iteration"]), int(saved.get("env_steps", 0))
 
-    def save(self, policy, optimizer, iteration: int) -> None:
+    def save(self, policy, optimizer, iteration: int, env_steps: int) -> None:
         tmp = self.path.with_suffix(".tmp")
-        torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration}, tmp)
+        torch.save({"policy": policy.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                    "env_steps": env_steps}, tmp)
         tmp.replace(self.path)
 
     def finish(self, policy) -> None:
@@ -216,9 +224,26 @@ class Checkpointer:
 
 def maybe_evaluate(cfg: TrainerConfig, policy, iteration: int, env_steps: int, task_ids: Sequence[str] | None,
                    metrics: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
-    """Greedy success on ``cfg.eval_env_id`` every ``eval_every`` iterations and at the end."""
-    if not cfg.eval_env_id or ((iteration + 1) % cfg.eval_every and iteration + 1 != cfg.iterations):
+    """Greedy success on ``cfg.eval_env_id`` every ``eval_every`` iterations and at the end
+    (the last iteration, or the one that spends ``max_env_steps``)."""
+    last = iteration + 1 == cfg.iterations or out_of_budget(cfg, env_steps)
+    if not cfg.eval_env_id or ((iteration + 1) % cfg.eval_every and not last):
         return
     result = evaluate(policy, cfg.eval_env_id, cfg.eval_episodes, cfg.eval_seed, cfg.max_steps, task_ids=task_ids or None)
     metrics.update({f"eval/{k}": v for k, v in result.items()})
     evaluations.append({"iteration": iteration + 1, "env_steps": env_steps, **result})
+
+
+def out_of_budget(cfg: TrainerConfig, env_steps: int) -> bool:
+    """Whether ``cfg.max_env_steps`` (when set) is spent."""
+    return cfg.max_env_steps > 0 and env_steps >= cfg.max_env_steps
+
+
+def initial_weights(cfg: TrainerConfig, policy) -> None:
+    """Load ``cfg.init_from`` (a ``policy.pt``) into ``policy`` when given."""
+    if cfg.init_from:
+        path = Path(cfg.init_from)
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from {str(path)!r} does not exist (expected a policy.pt written by dreamgym train)")
+        policy.load_state_dict(torch.load(path, weights_only=True))
+        logger.info("policy initialised from %s", path)

@@ -23,7 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           make_policy, maybe_evaluate, run_episodes)
+                                           initial_weights, make_policy, maybe_evaluate, out_of_budget,
+                                           run_episodes)
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +76,18 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         config=CurriculumConfig(window=cfg.num_generations, generated_share=cfg.generated_share if cfg.curriculum else 0.0),
     )
     policy = make_policy(cfg, envs[0])
+    initial_weights(cfg, policy)
     reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     checkpoints = Checkpointer(cfg.output_dir)
-    start = checkpoints.resume(policy, optimizer)
+    start, env_steps = checkpoints.resume(policy, optimizer)
     metrics_log = MetricLogger(cfg.output_dir)
     evaluations: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    env_steps = 0
 
     for iteration in tqdm(range(start, cfg.iterations), desc="grpo", initial=start, total=cfg.iterations):
+        if out_of_budget(cfg, env_steps):
+            break
         began = time.perf_counter()
         # -- rollouts: G episodes per task, from the same start ------------------------------
         picked = sampler.sample(cfg.groups, rng) if cfg.curriculum else [tasks[i] for i in rng.integers(len(tasks), size=cfg.groups)]
@@ -122,7 +125,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
         if cfg.curriculum:
             sampler.update(rng)
         # -- log, evaluate, checkpoint -----------------------------------------------------------
@@ -131,7 +134,10 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
                    "perf/sps": len(steps) / (time.perf_counter() - began), **sampler.stats()}
         maybe_evaluate(cfg, policy, iteration, env_steps, [t.task_id for t in tasks], metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
-        checkpoints.save(policy, optimizer, iteration + 1)
+        checkpoints.save(policy, optimizer, iteration + 1, env_steps)
+        if out_of_budget(cfg, env_steps):
+            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration + 1)
+            break
     for env in envs:
         env.close()
     checkpoints.finish(policy)

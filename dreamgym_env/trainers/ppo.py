@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           make_policy, maybe_evaluate, run_episodes)
+                                           initial_weights, make_policy, maybe_evaluate, out_of_budget,
+                                           run_episodes)
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +73,18 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     domain = getattr(envs[0], "domain", None)
     task_ids = list(cfg.task_ids) or ([t.task_id for t in domain.tasks] if domain is not None else [])
     policy = make_policy(cfg, envs[0])
+    initial_weights(cfg, policy)
     reference = copy.deepcopy(policy).eval() if cfg.kl_coef > 0 else None
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
     checkpoints = Checkpointer(cfg.output_dir)
-    start = checkpoints.resume(policy, optimizer)
+    start, env_steps = checkpoints.resume(policy, optimizer)
     metrics_log = MetricLogger(cfg.output_dir)
     evaluations: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    env_steps = 0
 
     for iteration in tqdm(range(start, cfg.iterations), desc="ppo", initial=start, total=cfg.iterations):
+        if out_of_budget(cfg, env_steps):
+            break
         began = time.perf_counter()
         # -- rollouts: one episode per env ---------------------------------------------------
         resets = [{"seed": int(rng.integers(2**31)),
@@ -130,7 +133,10 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
                    "perf/sps": n / (time.perf_counter() - began)}
         maybe_evaluate(cfg, policy, iteration, env_steps, task_ids, metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
-        checkpoints.save(policy, optimizer, iteration + 1)
+        checkpoints.save(policy, optimizer, iteration + 1, env_steps)
+        if out_of_budget(cfg, env_steps):
+            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration + 1)
+            break
     for env in envs:
         env.close()
     checkpoints.finish(policy)

@@ -1,0 +1,1 @@
+"""Experiments whose results go into docs/ (each reproducible by one command)."""

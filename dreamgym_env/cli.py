@@ -15,7 +15,7 @@ logger = logging.getLogger("dreamgym_env.cli")
 
 
 def _add_env_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="DreamGym-WebArena-v0", help="registered env id")
+    parser.add_argument("--env", default="DreamGym-MiniWoB-v0", help="registered env id")
     parser.add_argument(
         "--backend", default=None,
         help="backend spec: http://host:port/v1 (vLLM server), transformers:DIR, vllm:DIR; "
@@ -38,15 +38,27 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         kwargs["task_id"] = args.task_id
     env = gym.make(args.env, max_episode_steps=args.max_steps, **kwargs)
     rng = np.random.default_rng(args.seed)
+    oracle = None
+    if args.policy == "oracle":
+        if getattr(env.unwrapped.domain, "name", "") != "miniwob":
+            env.close()
+            from dreamgym_env.errors import DreamGymError
+
+            raise DreamGymError(f"--policy oracle needs a MiniWoB env, not {args.env}")
+        from dreamgym_env.domains.miniwob.oracles import make_policy
+
+        oracle = make_policy("oracle", seed=args.seed)
     totals = []
     started = time.perf_counter()
     steps = 0
     for episode in range(args.episodes):
         obs, info = env.reset(seed=args.seed + episode)
+        if oracle is not None:
+            oracle.reset(seed=args.seed + episode)
         _emit(args, {"episode": episode, "event": "reset", "task_id": info["task_id"], "observation": obs})
         total, done = 0.0, False
         while not done:
-            action = _policy_action(args.policy, env, info, rng)
+            action = str(oracle.act(obs, info)) if oracle is not None else _policy_action(args.policy, env, info, rng)
             obs, reward, terminated, truncated, info = env.step(action)
             steps += 1
             total += reward
@@ -210,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--episodes", type=int, default=1)
     rollout.add_argument("--max-steps", type=int, default=3, help="step limit per episode")
     rollout.add_argument("--seed", type=int, default=0)
-    rollout.add_argument("--policy", choices=["random", "grammar"], default="grammar",
+    rollout.add_argument("--policy", choices=["grammar", "oracle", "random"], default="grammar",
                          help="grammar: a random admissible action, or a random well-formed action on the "
-                         "state's refs; random: action_space.sample() (mostly malformed text)")
+                         "state's refs; oracle: MiniWoB's scripted solver (reads the goal and the state); "
+                         "random: action_space.sample() (mostly malformed text)")
     rollout.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     rollout.set_defaults(func=_cmd_rollout)
 

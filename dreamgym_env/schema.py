@@ -98,7 +98,12 @@ class ModelOutput:
 @dataclass(frozen=True)
 class OutputLimits:
     """Length caps written into the output schema, so that constrained decoding always closes
-    the JSON object within the token budget, even for an untrained model. None: no cap."""
+    the JSON object within the token budget, even for an untrained model. None: no cap.
+
+    Character caps (``maxLength``) are for models whose strings need no escapes: xgrammar (0.2.8,
+    used by vLLM and TransformersBackend) then rejects every escape sequence inside the string,
+    so a model could never write the ``\"`` of ``button \"OK\"``. The domains cap only the
+    number of patch lines and bound the rest by ``max_tokens``."""
 
     reasoning_chars: int | None = None
     state_chars: int | None = None

@@ -25,13 +25,24 @@ def test_every_subcommand_is_tested():
 
 
 def test_rollout_json(capsys):
-    assert main(["rollout", "--backend", "scripted", "--buffer", "", "--episodes", "2",
+    assert main(["rollout", "--env", "DreamGym-WebArena-v0", "--backend", "scripted", "--buffer", "", "--episodes", "2",
                  "--max-steps", "3", "--json", "--task-id", "27"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["event"] for r in records].count("reset") == 2
     steps = [r for r in records if r["event"] == "step"]
     assert steps and all("reasoning" in r and "reward" in r for r in steps)
     assert records[-1]["event"] == "summary" and records[-1]["episodes"] == 2
+
+
+def test_rollout_oracle_on_miniwob(capsys):
+    assert main(["rollout", "--backend", "scripted", "--buffer", "", "--policy", "oracle", "--episodes", "1",
+                 "--max-steps", "2", "--json", "--task-id", "click-button"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert records[0]["task_id"] == "click-button"
+    assert [r["action"] for r in records if r["event"] == "step"][0].startswith("click [")
+    assert main(["rollout", "--env", "DreamGym-WebArena-v0", "--backend", "scripted", "--buffer", "",
+                 "--policy", "oracle"]) == 2
+    assert "--policy oracle needs a MiniWoB env" in capsys.readouterr().err
 
 
 def test_env_lists_ids(capsys):

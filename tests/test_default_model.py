@@ -60,3 +60,29 @@ def test_gym_make_with_no_arguments_runs_a_step(backend):
     assert info["error"] is None or (truncated and "experience model failed" in info["error"])
     json.dumps(info)  # info is plain data
     env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xgrammar") is None, reason="xgrammar is not installed")
+def test_domain_output_schemas_let_constrained_decoding_write_escaped_quotes():
+    """Every MiniWoB/WebArena state quotes element text; under xgrammar a string with maxLength
+    rejects escapes, so the domains' schemas must not cap characters (a regression: the trained
+    model wrote button `OK` instead of button \\"OK\\")."""
+    import xgrammar as xgr
+    from transformers import AutoTokenizer
+
+    from dreamgym_env.backends.default_model import build_default_model
+    from dreamgym_env.domains.miniwob import MiniWoBDomain
+    from dreamgym_env.domains.webarena.domain import WebArenaDomain
+
+    tokenizer = AutoTokenizer.from_pretrained(build_default_model())
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer)))
+    line = '[7] button "Close" focused'
+    answers = {"patch": {"reasoning": 'Click acts on [7] button "Close".', "patch": [line, "-[9]"], "reward": 1,
+                         "done": True, "valid_action": True},
+               "whole": {"reasoning": 'Clicks "Close".', "next_state": line, "reward": 0, "done": False,
+                         "valid_action": True}}
+    for domain in (MiniWoBDomain(), WebArenaDomain()):
+        schema = output_json_schema(domain.state_format, domain.output_limits)
+        grammar = compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
+        answer = json.dumps(answers[domain.state_format], separators=(",", ":"))
+        assert xgr.GrammarMatcher(grammar).accept_string(answer), (domain.name, schema)

@@ -211,3 +211,6 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     broken = evaluate_model(ScriptedBackend(lambda r: "not json"), card=card)
     assert broken.seen["valid_output"] == 0.0 and broken.seen["reward_done_acc"] == 0.0
     assert "held-out families" in format_table(oracle)
+    sample = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card, max_per_group=2)
+    assert sample.seen["transitions"] == sample.held_out_families["transitions"] == 2
+    assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0

@@ -41,7 +41,7 @@ class Domain:
     state_format: StateFormat = "patch"
     max_episode_steps: int = 30
     max_output_tokens: int = 384
-    output_limits: OutputLimits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
+    output_limits: OutputLimits = OutputLimits(patch_lines=24)
     terminal_verbs: tuple[str, ...] = ("stop",)
     #: Demos retrieved and past actions shown per step, unless the env is told otherwise.
     default_top_k: int = 4

@@ -133,16 +133,11 @@ def generate_answers(backend: Any, examples: Sequence[Any], schema: dict[str, An
     return texts, seconds, tokens
 
 
-def evaluate_model(
-    backend: Any,
-    *,
-    card: dict[str, Any],
-    max_examples: int | None = None,
-    seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = False,
-) -> EvalResult:
-    """Rebuild the model's test split from its card and score the backend on it."""
+def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, seed: int = 0,
+                  progress: bool = False) -> tuple[list[Any], dict[str, Any], int]:
+    """The model's test examples rebuilt from its card (demos from the training episodes only),
+    at most ``max_per_group`` drawn from each group (held-out episodes of seen families, held-out
+    families); returns (examples, output schema, max output tokens)."""
     import random
 
     from dreamgym_env.domains import make_domain
@@ -156,17 +151,50 @@ def evaluate_model(
     domain = make_domain(cfg.domain)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
                        seed=cfg.split_seed)
+    held = set(cfg.held_out_families)
+    test = split.test
+    if max_per_group is not None:  # sample episodes first, so that only the sample's examples are built
+        rng = random.Random(seed)
+        groups = [[t for t in test if t.task_id not in held], [t for t in test if t.task_id in held]]
+        test = []
+        for group in groups:
+            rng.shuffle(group)
+            taken = 0
+            for trajectory in group:
+                if taken >= max_per_group:
+                    break
+                test.append(trajectory)
+                taken += len(trajectory.transitions)
     buffer = train_buffer(split.train)
-    examples = build_examples(split.test, domain, buffer=buffer, top_k=top_k, history_length=history,
+    examples = build_examples(test, domain, buffer=buffer, top_k=top_k, history_length=history,
                               state_format=state_format, progress=progress)
     buffer.close()
-    if max_examples is not None and len(examples) > max_examples:
-        examples = random.Random(seed).sample(examples, max_examples)
+    if max_per_group is not None:
+        rng = random.Random(seed)
+        seen = [e for e in examples if e.transition.task_id not in held]
+        unseen = [e for e in examples if e.transition.task_id in held]
+        examples = rng.sample(seen, min(max_per_group, len(seen))) + rng.sample(unseen, min(max_per_group, len(unseen)))
     schema = output_json_schema(state_format, domain.output_limits)  # type: ignore[arg-type]
-    texts, seconds, tokens = generate_answers(backend, examples, schema, domain.max_output_tokens,
-                                              batch_size, progress)
+    return examples, schema, domain.max_output_tokens
+
+
+def evaluate_model(
+    backend: Any,
+    *,
+    card: dict[str, Any],
+    max_per_group: int | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> EvalResult:
+    """Rebuild the model's test split from its card and score the backend on it (at most
+    ``max_per_group`` examples of seen families and as many of held-out families)."""
+    from dreamgym_env.sft.train import SFTConfig
+
+    held = set(SFTConfig(**card["config"]).held_out_families)
+    examples, schema, max_tokens = test_examples(card, max_per_group=max_per_group, seed=seed, progress=progress)
+    texts, seconds, tokens = generate_answers(backend, examples, schema, max_tokens, batch_size, progress)
     scored = [score(e, t) for e, t in zip(examples, texts)]
-    held = set(cfg.held_out_families)
     per_family: dict[str, dict[str, Any]] = {}
     for family in sorted({s.task_id for s in scored}):
         per_family[family] = summarize([s for s in scored if s.task_id == family])
@@ -198,7 +226,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "dreamgym_model.json; default: the embedded MiniWoB model)")
     parser.add_argument("--backend", default=None, help="serve the model through this backend instead "
                         "(http://host:port/v1 of dreamgym serve); default: TransformersBackend on --model")
-    parser.add_argument("--max-examples", type=int, default=None, help="score a random sample of this size")
+    parser.add_argument("--max-per-group", type=int, default=None, help="score a random sample of at most this many "
+                        "examples of seen families and as many of held-out families (default: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="also write the figures as JSON here")
@@ -224,7 +253,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ModelNotFoundError(f"{model_dir} has no {MODEL_CARD}: eval-model needs a model written by dreamgym sft")
     card = json.loads(card_path.read_text())
     backend = make_backend(args.backend or f"transformers:{model_dir}", shared=False)
-    result = evaluate_model(backend, card=card, max_examples=args.max_examples, seed=args.seed,
+    result = evaluate_model(backend, card=card, max_per_group=args.max_per_group, seed=args.seed,
                             batch_size=args.batch_size, progress=True)
     print(format_table(result))
     print(f"\n{result.tokens_per_s:.1f} completion tokens/s, {result.requests_per_s:.2f} transitions/s ({result.model})")

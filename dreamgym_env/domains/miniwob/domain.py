@@ -32,7 +32,7 @@ class MiniWoBDomain(Domain):
     state_format = "patch"
     max_episode_steps = 12
     max_output_tokens = 256
-    output_limits = OutputLimits(reasoning_chars=300, patch_lines=24, line_chars=200)
+    output_limits = OutputLimits(patch_lines=24)
     terminal_verbs: tuple[str, ...] = ()  # MiniWoB pages end their episodes themselves
     # Short prompts: each token costs training and serving compute (see docs/fidelity.md).
     default_top_k = 2

@@ -68,7 +68,7 @@ class WebArenaDomain(Domain):
     state_format = "whole"
     max_episode_steps = 30
     max_output_tokens = 512
-    output_limits = OutputLimits(reasoning_chars=300, state_chars=1500)
+    output_limits = OutputLimits()
     grammar = ActionGrammar(WEBARENA_VERBS)
 
     def __init__(self, sites: Sequence[str] | None = None):

@@ -230,18 +230,10 @@ def _machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     import sys
 
+    from dreamgym_env.config_args import add_config_arguments
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(SimToRealConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        help_text = f.metadata["help"]
-        if isinstance(default, list):
-            kind = int if f.name == "seeds" else str
-            parser.add_argument(flag, nargs="+", type=kind, default=default, help=help_text)
-        elif isinstance(default, dict):
-            parser.add_argument(flag, type=json.loads, default=default, help=help_text + " (JSON)")
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: {default})")
+    add_config_arguments(parser, SimToRealConfig, list_nargs="+")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = SimToRealConfig(**vars(args))

@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from dreamgym_env.config_args import add_config_arguments
 from dreamgym_env.sft.data import IGNORE, REASONING, STATE
 
 logger = logging.getLogger(__name__)
@@ -431,15 +432,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
 def add_sft_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``dreamgym sft``: one flag per :class:`SFTConfig` field."""
     parser = sub.add_parser("sft", help="train an experience model (reasoning + next state) on real transitions")
-    for f in fields(SFTConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "").replace("%", "%%")
-        if f.name in ("data", "held_out_families"):
-            parser.add_argument(flag, nargs="*", default=[], help=help_text)
-            continue
-        default = f.default
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0].strip("'"), str)
-        parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    add_config_arguments(parser, SFTConfig)
     parser.set_defaults(func=_cmd_sft)
     return parser
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, fields
-from typing import Any
+from dataclasses import fields
+
+from dreamgym_env.config_args import add_config_arguments
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,24 +18,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     parser.add_argument("--algo", choices=["ppo", "grpo"], default="grpo")
     parser.add_argument("--env", dest="env_id", default=PPOConfig.env_id, help="env id (synthetic or real twin)")
     seen = {"env_id"}
-    for config in (PPOConfig, GRPOConfig):
-        for f in fields(config):
-            if f.name in seen:
-                continue
-            seen.add(f.name)
-            flag = "--" + f.name.replace("_", "-")
-            help_text = f.metadata.get("help", "").replace("%", "%%")
-            default: Any = None if f.default is MISSING else f.default
-            if f.name == "env_kwargs":
-                parser.add_argument(flag, type=json.loads, default={}, help=help_text + " (JSON)")
-            elif f.name == "task_ids":
-                parser.add_argument(flag, nargs="*", default=[], help=help_text)
-            elif isinstance(default, bool):
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-            else:
-                kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-                parser.add_argument(flag, type=kind, default=argparse.SUPPRESS,
-                                    help=f"{help_text} (default: {default}; {config.__name__})")
+    for config in (PPOConfig, GRPOConfig):  # shared fields once; each algorithm keeps the fields it has
+        seen.update(add_config_arguments(parser, config, skip=seen, suppress_scalar_defaults=True))
     parser.set_defaults(func=_cmd_train)
     return parser
 

@@ -87,6 +87,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
 
     for iteration in tqdm(range(start, cfg.iterations), desc="grpo", initial=start, total=cfg.iterations):
         if out_of_budget(cfg, env_steps):
+            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration)
             break
         began = time.perf_counter()
         # -- rollouts: G episodes per task, from the same start ------------------------------
@@ -135,9 +136,6 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         maybe_evaluate(cfg, policy, iteration, env_steps, [t.task_id for t in tasks], metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
         checkpoints.save(policy, optimizer, iteration + 1, env_steps)
-        if out_of_budget(cfg, env_steps):
-            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration + 1)
-            break
     for env in envs:
         env.close()
     checkpoints.finish(policy)

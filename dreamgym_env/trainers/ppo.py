@@ -84,6 +84,7 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
 
     for iteration in tqdm(range(start, cfg.iterations), desc="ppo", initial=start, total=cfg.iterations):
         if out_of_budget(cfg, env_steps):
+            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration)
             break
         began = time.perf_counter()
         # -- rollouts: one episode per env ---------------------------------------------------
@@ -134,9 +135,6 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         maybe_evaluate(cfg, policy, iteration, env_steps, task_ids, metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
         checkpoints.save(policy, optimizer, iteration + 1, env_steps)
-        if out_of_budget(cfg, env_steps):
-            logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration + 1)
-            break
     for env in envs:
         env.close()
     checkpoints.finish(policy)

@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=19, help="synthetic episodes stepped together")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model request otherwise
     if args.compare:
         with tempfile.TemporaryDirectory() as tmp:
             compare(args.env, args.real_env, args.episodes, args.seed, args.batch, Path(tmp))

@@ -2,10 +2,12 @@
 
 Synthetic: ``DreamGym-MiniWoB-v0`` as a vector env of N = 1, 8, 32 sub-envs (one batched model
 call per step), with the default experience model in process (TransformersBackend) or any
-backend (``--backend http://127.0.0.1:8000/v1`` for ``dreamgym serve``). Real: one Chromium
-browser running ``DreamGym-MiniWoB-Real-v0``. Both take random admissible actions.
+backend (``--backends http://127.0.0.1:8000/v1`` for ``dreamgym serve``; several side by side,
+e.g. a server with n-gram speculative decoding beside one without). Real: one Chromium browser
+running ``DreamGym-MiniWoB-Real-v0``. Both take random admissible actions.
 
     python benchmarks/sim_vs_real_speed.py --sizes 1 8 32 --steps 4 --seed 0
+    python benchmarks/sim_vs_real_speed.py --backends default http://127.0.0.1:8011/v1 http://127.0.0.1:8012/v1
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ def real_steps_per_s(steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str | None) -> float:
+def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, timeout_s: float) -> float:
     """Sub-env steps/s of the synthetic vector env (every sub-env step counts)."""
-    kwargs = {"backend": backend} if backend else {}
+    from dreamgym_env.backends import make_backend
+
+    options = {"timeout_s": timeout_s} if backend.startswith(("http://", "https://")) else {}
+    model = make_backend(None if backend == "default" else backend, **options) if options else backend
     envs = gym.make_vec("DreamGym-MiniWoB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        write_synthetic=False, **kwargs)
+                        write_synthetic=False, **({} if model == "default" else {"backend": model}))
     rng = np.random.default_rng(seed)
     _, infos = envs.reset(seed=seed)
     envs.step([_random_action({"admissible_actions": a}, rng) for a in infos["admissible_actions"]])  # warm-up
@@ -63,16 +68,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--steps", type=int, default=4, help="vector steps per size (after one warm-up step)")
     parser.add_argument("--real-steps", type=int, default=200)
-    parser.add_argument("--backend", default=None, help="experience-model backend spec (default: in process)")
+    parser.add_argument("--backends", nargs="+", default=["default"],
+                        help="experience-model backend specs measured one after the other "
+                             "('default': the shipped model in process; http://host:port/v1: a server)")
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="HTTP timeout of one model call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model request otherwise
     real = real_steps_per_s(args.real_steps, args.seed)
     print(f"real MiniWoB, one browser: {real:.1f} steps/s")
-    print("| N | synthetic steps/s | synthetic / real |\n|---|---|---|")
-    for n in args.sizes:
-        synthetic = synthetic_steps_per_s(n, args.steps, args.seed, args.backend)
-        print(f"| {n} | {synthetic:.2f} | {synthetic / real:.3f} |", flush=True)
+    print("| backend | N | synthetic steps/s | synthetic / real |\n|---|---|---|---|")
+    for backend in args.backends:
+        for n in args.sizes:
+            synthetic = synthetic_steps_per_s(n, args.steps, args.seed, backend, args.timeout_s)
+            print(f"| {backend} | {n} | {synthetic:.2f} | {synthetic / real:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

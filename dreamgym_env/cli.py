@@ -180,15 +180,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from dreamgym_env.serving import servable_model_dir
 
-    model = args.model
-    if model is None:
-        from dreamgym_env.backends.default_model import build_default_model
+    if args.model is None:  # the model DreamGym-MiniWoB-v0 runs in process
+        from dreamgym_env.backends.default_model import miniwob_model_dir
 
-        model = str(build_default_model())
-    model = str(servable_model_dir(model))  # a LoRA adapter is merged into its base (once)
+        args.model = str(miniwob_model_dir())
+    model = str(servable_model_dir(args.model))  # a LoRA adapter is merged into its base (once)
     command = vllm_server_command(
         model, host=args.host, port=args.port, device=args.device, max_model_len=args.max_model_len,
-        served_model_name=args.served_model_name or (Path(args.model).name if args.model else None),
+        served_model_name=args.served_model_name or Path(args.model).name,
         enforce_eager=args.enforce_eager, speculative_ngram=args.speculative_ngram,
         python=args.python, extra_args=args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else args.vllm_args,
     )
@@ -245,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     buffer.set_defaults(func=_cmd_buffer)
 
     serve = sub.add_parser("serve", help="start a vLLM OpenAI-compatible server for an experience model")
-    serve.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
+    serve.add_argument("--model", default=None, help="model or LoRA adapter directory "
+                       "(default: the shipped MiniWoB experience model, as DreamGym-MiniWoB-v0 uses)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="picks --dtype (fp32 on CPUs without bf16)")

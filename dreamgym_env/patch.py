@@ -2,7 +2,8 @@
 
 A state is text whose element lines start (after indentation) with ``[ref]``. A patch lists
 the new or changed element lines whole, and ``-[ref]`` for every element that disappeared.
-Lines without a ref (headers, URLs) are kept as they are by a patch.
+Lines without a ref (headers, URLs) are kept as they are by a patch. A removal that repeats the
+removed element's text (``-[10] tab "Tab #3"``, a slip models make) still removes ``[10]``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dreamgym_env.errors import ModelOutputError
 
 _REF = re.compile(r"^\s*\[([^\]\s]+)\]")
-_REMOVE = re.compile(r"^-\[([^\]\s]+)\]\s*$")
+_REMOVE = re.compile(r"^-\[([^\]\s]+)\](?:\s.*)?$")
 
 
 def line_ref(line: str) -> str | None:

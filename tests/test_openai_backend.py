@@ -116,6 +116,18 @@ def test_timeout_becomes_error_result(server):
     assert server.n_chat_requests == 2
 
 
+def test_timeout_comes_from_the_environment_when_not_given(server, monkeypatch):
+    monkeypatch.setenv("DREAMGYM_TIMEOUT_S", "0.2")
+    server.delay_s = 2.0
+    with OpenAIBackend(server.url, model="fake-model", max_retries=0) as backend:
+        assert backend.timeout_s == 0.2
+        [result] = backend.generate([ask("slow")])
+    assert not result.ok and "timed out after 0.2 s" in result.error
+    monkeypatch.setenv("DREAMGYM_TIMEOUT_S", "0")
+    with pytest.raises(ValueError, match="timeout_s"):
+        OpenAIBackend(server.url, model="fake-model")
+
+
 def test_unreachable_server_names_url_and_how_to_start():
     url = f"http://127.0.0.1:{free_port()}/v1"
     with make_backend(url, max_retries=2) as backend:

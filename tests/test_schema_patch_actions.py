@@ -21,6 +21,7 @@ def test_patch_replaces_adds_and_removes_lines_in_dom_order():
         "[1] RootWebArea 'Shop'\n\t[2] link 'Home'\n\t[4] textbox 'Search' value='lamp' focused\n\t[5] StaticText 'hint'"
     )
     assert apply_patch(STATE, []) == STATE
+    assert apply_patch(STATE, ["-[6] button 'Go'"]) == apply_patch(STATE, ["-[6]"])  # removal quoting its line
     with pytest.raises(ModelOutputError, match="neither"):
         apply_patch(STATE, ["a line without ref"])
 

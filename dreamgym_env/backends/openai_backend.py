@@ -95,7 +95,8 @@ class OpenAIBackend:
         model: the served model name; None asks the first server's ``/v1/models``.
         api_key: sent as a bearer token (vLLM's ``--api-key``); None reads ``VLLM_API_KEY``.
         max_concurrency: requests in flight at once, over all servers.
-        timeout_s: time allowed for one HTTP attempt.
+        timeout_s: time allowed for one HTTP attempt; None reads ``DREAMGYM_TIMEOUT_S``, else
+            60 s (a CPU server stepping 32 envs at once needs minutes: raise it there).
         max_retries: further attempts after a connection error, timeout, 429 or 5xx.
         backoff_s: wait before the first retry, doubled for each next one.
         routing: "least_loaded" (fewest requests in flight) or "round_robin".
@@ -113,7 +114,7 @@ class OpenAIBackend:
         *,
         api_key: str | None = None,
         max_concurrency: int = 64,
-        timeout_s: float = 60.0,
+        timeout_s: float | None = None,
         max_retries: int = 3,
         backoff_s: float = 0.5,
         routing: str = "least_loaded",
@@ -127,7 +128,9 @@ class OpenAIBackend:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.endpoints = [_Endpoint(url) for url in normalize_base_urls(base_urls)]
         self.max_concurrency = max_concurrency
-        self.timeout_s = timeout_s
+        self.timeout_s = float(timeout_s if timeout_s is not None else os.environ.get("DREAMGYM_TIMEOUT_S", 60.0))
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.routing = routing

@@ -214,3 +214,37 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     sample = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card, max_per_group=2)
     assert sample.seen["transitions"] == sample.held_out_families["transitions"] == 2
     assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0
+
+
+def test_ablation_switches_no_reasoning_and_from_scratch(trajectories, tmp_path):
+    """--no-reasoning trains answers with an empty reasoning; --init scratch starts from random
+    weights of the base's architecture (and refuses LoRA)."""
+    from tests.helpers.tiny_model import build_tiny_llama
+
+    from dreamgym_env.sft.data import load_split
+    from dreamgym_env.sft.train import SFTConfig, load_model, prepare_dataset, train
+
+    data = tmp_path / "data.jsonl"
+    write_trajectories(data, trajectories)
+    split = load_split([str(data)], test_fraction=0.2, reasoning=False)
+    assert all(t.reasoning == "" for tr in split.train + split.test for t in tr.transitions)
+    assert any(t.reasoning for tr in load_split([str(data)], test_fraction=0.2).train for t in tr.transitions)
+
+    base = build_tiny_llama(tmp_path / "base")
+    common = dict(data=[str(data)], base_model=str(base), epochs=1, warmup_steps=1, batch_tokens=2048,
+                  max_length=2048, eval_examples=4, eval_every=1000, test_fraction=0.2)
+    cfg = SFTConfig(**common, output_dir=str(tmp_path / "no-reasoning"), reasoning=False, lora_rank=8, lora_layers=1)
+    tokenizer, _, _ = load_model(cfg, "cpu")
+    rows = prepare_dataset(cfg, tokenizer)["train"]
+    reasoning_tokens = [sum(1 for m in r["loss_mask"] if m == REASONING) for r in rows]
+    assert max(reasoning_tokens) <= 8  # only '{"reasoning":""' is left of the reasoning term
+
+    with pytest.raises(ValueError, match="lora-rank 0"):
+        SFTConfig(**common, init="scratch")
+    scratch = SFTConfig(**common, output_dir=str(tmp_path / "scratch"), init="scratch", lora_rank=0)
+    _, model, _ = load_model(scratch, "cpu")
+    from safetensors.torch import load_file
+
+    pretrained = load_file(base / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(model.state_dict()["model.layers.0.self_attn.q_proj.weight"], pretrained)
+    assert train(scratch)["finished"]

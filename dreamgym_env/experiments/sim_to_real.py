@@ -22,13 +22,14 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from dreamgym_env.experiments.machine import describe_machine
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
         f"Families: {', '.join(cfg.families)}. Seeds: {', '.join(map(str, cfg.seeds))}. Budget: N = {cfg.real_steps} real steps",
         f"(S2R: {cfg.real_steps // 10}); synthetic arms: {cfg.synthetic_iterations} GRPO iterations of {cfg.groups}×{cfg.num_generations}",
         f"episodes, step limit {cfg.max_steps}. Synthetic env: `{cfg.synthetic_env}` {json.dumps(cfg.synthetic_env_kwargs) if cfg.synthetic_env_kwargs else '(default model)'}.",
-        f"Machine: {_machine()}. Date: {time.strftime('%Y-%m-%d')}.", "",
+        f"Machine: {describe_machine()}. Date: {time.strftime('%Y-%m-%d')}.", "",
         "| arm | real steps (RL) | synthetic steps | real success (mean ± std over seeds) | " + " | ".join(cfg.families) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(cfg.families),
     ]
@@ -210,21 +211,6 @@ def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def _machine() -> str:
-    """CPU model, core count and GPU, for the report."""
-    import os
-
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{model}, {os.cpu_count()} cores, {gpu}"
 
 
 def main(argv: list[str] | None = None) -> int:

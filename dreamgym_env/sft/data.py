@@ -38,21 +38,28 @@ def load_split(
     held_out_families: Sequence[str] = (),
     seed: int = 0,
     annotate: bool = True,
+    reasoning: bool = True,
 ) -> Split:
     """Read trajectory files and split them: whole episodes go to test with ``test_fraction``,
     and every episode of ``held_out_families`` goes to test.
 
     Transitions without reasoning are annotated by rule when ``annotate`` is set (element-line
-    states); otherwise they train with an empty reasoning.
+    states); otherwise they train with an empty reasoning. ``reasoning=False`` empties every
+    transition's reasoning (the ablation without reasoning).
     """
+    import dataclasses
+
     from dreamgym_env.collect import read_trajectories, split_trajectories
     from dreamgym_env.sft.annotate import annotate_trajectories
 
     trajectories = [t for f in files for t in read_trajectories(f)]
     if not trajectories:
         raise ValueError(f"no trajectories in {list(files)}")
+    if not reasoning:
+        trajectories = [dataclasses.replace(tr, transitions=[dataclasses.replace(t, reasoning="") for t in tr.transitions])
+                        for tr in trajectories]
     missing = sum(1 for tr in trajectories for t in tr.transitions if not t.reasoning)
-    if missing and annotate:
+    if missing and annotate and reasoning:
         logger.info("annotating %d transitions without reasoning (rule)", missing)
         trajectories = annotate_trajectories(trajectories, "rule")
     known = {t.task_id for t in trajectories}

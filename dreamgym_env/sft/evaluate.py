@@ -150,7 +150,7 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
     domain, files, top_k, history, state_format = _resolve(cfg)
     domain = make_domain(cfg.domain)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
-                       seed=cfg.split_seed)
+                       seed=cfg.split_seed, reasoning=cfg.reasoning)
     held = set(cfg.held_out_families)
     test = split.test
     if max_per_group is not None:  # sample episodes first, so that only the sample's examples are built

@@ -60,8 +60,14 @@ class SFTConfig:
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: a GPU when visible)."})
     threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)."})
     seed: int = field(default=0, metadata={"help": "Seed of batching and initialisation."})
+    reasoning: bool = field(default=True, metadata={"help": "Train the reasoning term (--no-reasoning: the ablation without reasoning; answers carry an empty reasoning)."})
+    init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
 
     def __post_init__(self) -> None:
+        if self.init not in ("pretrained", "scratch"):
+            raise ValueError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
+        if self.init == "scratch" and self.lora_rank:
+            raise ValueError("init='scratch' trains every weight: pass --lora-rank 0 (LoRA over random weights learns nothing useful)")
         if self.state_format not in (None, "patch", "whole"):
             raise ValueError(f"state_format must be 'patch' or 'whole', got {self.state_format!r}")
         if self.epochs <= 0:
@@ -104,7 +110,8 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
     domain, files, top_k, history, state_format = _resolve(cfg)
     key = {"files": files, "sizes": [os.path.getsize(f) for f in files], "top_k": top_k, "history": history,
            "state_format": state_format, "test_fraction": cfg.test_fraction,
-           "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length}
+           "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length,
+           "reasoning": cfg.reasoning}
     cache = Path(cfg.output_dir) / "dataset.pt"
     if cache.is_file():
         cached = torch.load(cache, weights_only=False)
@@ -112,7 +119,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
             return cached
         logger.info("dataset cache %s is for another config; rebuilding", cache)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
-                       seed=cfg.split_seed)
+                       seed=cfg.split_seed, reasoning=cfg.reasoning)
     buffer = train_buffer(split.train)
     out: dict[str, Any] = {"key": key, "split": split.manifest(), "top_k": top_k, "history_length": history,
                            "state_format": state_format}
@@ -142,7 +149,12 @@ def load_model(cfg: SFTConfig, device: str):
 
         raise ModelNotFoundError(f"base model {str(base)!r} is not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if cfg.init == "scratch":
+        from transformers import AutoConfig
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model
 

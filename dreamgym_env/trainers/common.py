@@ -234,6 +234,21 @@ def maybe_evaluate(cfg: TrainerConfig, policy, iteration: int, env_steps: int, t
     evaluations.append({"iteration": iteration + 1, "env_steps": env_steps, **result})
 
 
+def progress_bar(cfg: TrainerConfig, desc: str, iteration: int, env_steps: int):
+    """A tqdm bar over env steps when ``cfg.max_env_steps`` bounds the run, else over iterations;
+    advance it with :func:`advance` after each iteration."""
+    from tqdm.auto import tqdm
+
+    if cfg.max_env_steps > 0:
+        return tqdm(total=cfg.max_env_steps, initial=min(env_steps, cfg.max_env_steps), desc=desc, unit="step")
+    return tqdm(total=cfg.iterations, initial=iteration, desc=desc, unit="it")
+
+
+def advance(bar, cfg: TrainerConfig, steps: int) -> None:
+    """Move :func:`progress_bar`'s bar past one iteration that took ``steps`` env steps."""
+    bar.update(min(steps, bar.total - bar.n) if cfg.max_env_steps > 0 else 1)
+
+
 def out_of_budget(cfg: TrainerConfig, env_steps: int) -> bool:
     """Whether ``cfg.max_env_steps`` (when set) is spent."""
     return cfg.max_env_steps > 0 and env_steps >= cfg.max_env_steps

@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           initial_weights, make_policy, maybe_evaluate, out_of_budget,
+                                           initial_weights, make_policy, maybe_evaluate, out_of_budget, progress_bar, advance,
                                            run_episodes)
 
 logger = logging.getLogger(__name__)
@@ -85,7 +84,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     evaluations: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
 
-    for iteration in tqdm(range(start, cfg.iterations), desc="grpo", initial=start, total=cfg.iterations):
+    bar = progress_bar(cfg, "grpo", start, env_steps)
+    for iteration in range(start, cfg.iterations):
         if out_of_budget(cfg, env_steps):
             logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration)
             break
@@ -136,6 +136,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         maybe_evaluate(cfg, policy, iteration, env_steps, [t.task_id for t in tasks], metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
         checkpoints.save(policy, optimizer, iteration + 1, env_steps)
+        advance(bar, cfg, len(steps))
+    bar.close()
     for env in envs:
         env.close()
     checkpoints.finish(policy)

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dreamgym_env.trainers.common import (Checkpointer, MetricLogger, TrainerConfig, kl_to_reference, make_envs,
-                                           initial_weights, make_policy, maybe_evaluate, out_of_budget,
+                                           initial_weights, make_policy, maybe_evaluate, out_of_budget, progress_bar, advance,
                                            run_episodes)
 
 logger = logging.getLogger(__name__)
@@ -82,7 +81,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
     evaluations: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
 
-    for iteration in tqdm(range(start, cfg.iterations), desc="ppo", initial=start, total=cfg.iterations):
+    bar = progress_bar(cfg, "ppo", start, env_steps)
+    for iteration in range(start, cfg.iterations):
         if out_of_budget(cfg, env_steps):
             logger.info("max_env_steps %d spent (%d steps) after iteration %d", cfg.max_env_steps, env_steps, iteration)
             break
@@ -135,6 +135,8 @@ def train(cfg: PPOConfig) -> dict[str, Any]:
         maybe_evaluate(cfg, policy, iteration, env_steps, task_ids, metrics, evaluations)
         metrics_log.log(iteration + 1, metrics)
         checkpoints.save(policy, optimizer, iteration + 1, env_steps)
+        advance(bar, cfg, n)
+    bar.close()
     for env in envs:
         env.close()
     checkpoints.finish(policy)

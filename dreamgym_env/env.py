@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -184,7 +185,9 @@ class DreamGymEnv(gym.Env[str, str]):
         self.flush()
         options = dict(options or {})
         self._task = self._choose_task(options)
-        self._trajectory_id = f"syn-{self._task.task_id}-{self.np_random.bytes(6).hex()}"
+        # Unique per episode, not per seed: GRPO runs a group of episodes from one seed, and the
+        # buffer ignores a transition whose id it already holds.
+        self._trajectory_id = f"syn-{self._task.task_id}-{uuid.uuid4().hex[:12]}"
         self._history, self._step, self._done = [], 0, False
         self._last_output, self._last_reward = None, 0.0
         self._goal, self._state, latency, error = self._initial_state(self._task)

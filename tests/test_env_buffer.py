@@ -85,3 +85,19 @@ def test_vector_env_retrieves_in_one_query(tmp_path, monkeypatch):
     _, _, _, _, infos = envs.step(["click [2]"] * 4)
     assert calls == [4]
     assert all(len(r) > 0 for r in infos["retrieved"])
+
+
+def test_episodes_from_the_same_seed_are_all_written(tmp_path):
+    """A GRPO group runs several episodes from one seed: each must keep its own transitions
+    (the buffer ignores an id it already holds)."""
+    buffer = ExperienceBuffer(tmp_path / "buffer")
+    buffer.add(real_episode("real-a"))
+    env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, task_id=680)
+    ids = set()
+    for _ in range(3):
+        _, info = env.reset(seed=7)
+        ids.add(info["trajectory_id"])
+        env.step("click [2]")
+    env.close()
+    assert len(ids) == 3
+    assert buffer.count({"source": "synthetic"}) == 3

@@ -174,6 +174,7 @@ class DreamGymEnv(gym.Env[str, str]):
         self._last_reward = 0.0
         self._history: list[prompts.HistoryStep] = []
         self._trajectory_id = ""
+        self._instance_tag = uuid.uuid4().hex[:6]
         self._step = 0
         self._done = False
 
@@ -185,9 +186,10 @@ class DreamGymEnv(gym.Env[str, str]):
         self.flush()
         options = dict(options or {})
         self._task = self._choose_task(options)
-        # Unique per episode, not per seed: GRPO runs a group of episodes from one seed, and the
-        # buffer ignores a transition whose id it already holds.
-        self._trajectory_id = f"syn-{self._task.task_id}-{uuid.uuid4().hex[:12]}"
+        # Seeded (the same env reset with the same seed gives the same info, as Gymnasium's
+        # check_env demands) and tagged with this env instance: a GRPO group runs one seed in G
+        # envs, and the buffer ignores a transition whose id it already holds.
+        self._trajectory_id = f"syn-{self._task.task_id}-{self._instance_tag}{self.np_random.bytes(4).hex()}"
         self._history, self._step, self._done = [], 0, False
         self._last_output, self._last_reward = None, 0.0
         self._goal, self._state, latency, error = self._initial_state(self._task)

@@ -88,16 +88,19 @@ def test_vector_env_retrieves_in_one_query(tmp_path, monkeypatch):
 
 
 def test_episodes_from_the_same_seed_are_all_written(tmp_path):
-    """A GRPO group runs several episodes from one seed: each must keep its own transitions
-    (the buffer ignores an id it already holds)."""
+    """A GRPO group runs one seed in several envs: each episode must keep its own transitions
+    (the buffer ignores an id it already holds), while one env reset with one seed stays
+    deterministic (Gymnasium's check_env compares the infos)."""
     buffer = ExperienceBuffer(tmp_path / "buffer")
     buffer.add(real_episode("real-a"))
-    env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, task_id=680)
+    envs = [DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, task_id=680) for _ in range(3)]
     ids = set()
-    for _ in range(3):
+    for env in envs:
         _, info = env.reset(seed=7)
         ids.add(info["trajectory_id"])
         env.step("click [2]")
-    env.close()
+        env.close()
     assert len(ids) == 3
     assert buffer.count({"source": "synthetic"}) == 3
+    again = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, task_id=680)
+    assert again.reset(seed=7)[1]["trajectory_id"] == again.reset(seed=7)[1]["trajectory_id"]

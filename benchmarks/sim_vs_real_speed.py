@@ -48,10 +48,13 @@ def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, ti
     """Sub-env steps/s of the synthetic vector env (every sub-env step counts)."""
     from dreamgym_env.backends import make_backend
 
-    options = {"timeout_s": timeout_s} if backend.startswith(("http://", "https://")) else {}
-    model = make_backend(None if backend == "default" else backend, **options) if options else backend
+    kwargs = {}
+    if backend.startswith(("http://", "https://")):  # a server: built here to set its timeout
+        kwargs["backend"] = make_backend(backend, timeout_s=timeout_s)
+    elif backend != "default":
+        kwargs["backend"] = backend
     envs = gym.make_vec("DreamGym-MiniWoB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        write_synthetic=False, **({} if model == "default" else {"backend": model}))
+                        write_synthetic=False, **kwargs)
     rng = np.random.default_rng(seed)
     _, infos = envs.reset(seed=seed)
     envs.step([_random_action({"admissible_actions": a}, rng) for a in infos["admissible_actions"]])  # warm-up

@@ -21,10 +21,8 @@ interrupted training resumes from its checkpoint. The table goes to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,15 +138,10 @@ def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dreamgym_env.config_args import add_config_arguments
+    from dreamgym_env.experiments.cli import parse_experiment
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, AblationConfig, list_nargs="+")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = AblationConfig(**vars(args))
+    cfg, command = parse_experiment(AblationConfig, "dreamgym_env.experiments.ablations", __doc__, argv)
     results = [run_variant(cfg, v) for v in cfg.variants]
-    command = "python -m dreamgym_env.experiments.ablations " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(format_report(cfg, results, command))

@@ -18,7 +18,6 @@ file exists, so an interrupted experiment resumes by rerunning the same command.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -214,17 +213,10 @@ def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
+    from dreamgym_env.experiments.cli import parse_experiment
 
-    from dreamgym_env.config_args import add_config_arguments
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, SimToRealConfig, list_nargs="+")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = SimToRealConfig(**vars(args))
+    cfg, command = parse_experiment(SimToRealConfig, "dreamgym_env.experiments.sim_to_real", __doc__, argv)
     results = run_experiment(cfg)
-    command = "python -m dreamgym_env.experiments.sim_to_real " + " ".join(argv if argv is not None else sys.argv[1:])
     report = write_report(cfg, results, command)
     logger.info("report: %s", report)
     print(json.dumps(summarise(cfg, results), indent=2))

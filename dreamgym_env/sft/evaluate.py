@@ -140,7 +140,6 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
     families); returns (examples, output schema, max output tokens)."""
     import random
 
-    from dreamgym_env.domains import make_domain
     from dreamgym_env.schema import output_json_schema
     from dreamgym_env.sft.data import load_split, train_buffer
     from dreamgym_env.sft.examples import build_examples
@@ -148,7 +147,6 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
 
     cfg = SFTConfig(**card["config"])
     domain, files, top_k, history, state_format = _resolve(cfg)
-    domain = make_domain(cfg.domain)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
                        seed=cfg.split_seed, reasoning=cfg.reasoning)
     held = set(cfg.held_out_families)

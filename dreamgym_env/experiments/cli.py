@@ -1,0 +1,23 @@
+"""The command line every experiment shares: one flag per config field, logging, and the
+command that reruns it (written into the report)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TypeVar
+
+from dreamgym_env.config_args import add_config_arguments
+
+C = TypeVar("C")
+
+
+def parse_experiment(config: type[C], module: str, description: str, argv: list[str] | None = None) -> tuple[C, str]:
+    """(the config built from ``argv``, the ``python -m module ...`` command that reruns it)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, config, list_nargs="+")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
+    return config(**vars(args)), command

@@ -31,7 +31,8 @@ from dreamgym_env.spaces import UnicodeText
 logger = logging.getLogger(__name__)
 
 #: Temperature of the retries after an unparseable greedy answer (a greedy retry would repeat it).
-RETRY_TEMPERATURE = 0.7
+#: Low: at 0.7 the 135M MiniWoB model wrote mixed-script garbage on most retries.
+RETRY_TEMPERATURE = 0.3
 
 
 @dataclass
@@ -97,12 +98,13 @@ class DreamGymEnv(gym.Env[str, str]):
     | strict | False | raise model failures instead of truncating |
     | max_retries | 2 | extra model calls after an unparseable answer or a failed request |
     | temperature, max_tokens | 0.0, domain default | sampling of the experience model |
+    | prompt_version | None | chat template (``prompts.PROMPT_VERSIONS``); None: the one the backend's model card names, else ``prompts.PROMPT_VERSION`` (pass it for a served model trained on another version) |
 
     ``gym.make("DreamGym-WebArena-v0", backend="http://127.0.0.1:8000/v1", top_k=4)``
 
     ## Experience Model
     Any backend of ``dreamgym_env.backends`` (vLLM server, vLLM in-process, transformers).
-    Prompt version ``prompts.PROMPT_VERSION``. Per-request seeds are drawn from the env's
+    The prompt follows the model's card (see ``prompt_version``). Per-request seeds are drawn from the env's
     seeded generator, so ``reset(seed=…)`` makes a rollout reproducible with a deterministic
     backend (greedy decoding, batch-invariant kernels).
 
@@ -134,6 +136,7 @@ class DreamGymEnv(gym.Env[str, str]):
         top_p: float = 1.0,
         max_tokens: int | None = None,
         policy_version: str = "",
+        prompt_version: str | None = None,
         render_mode: str | None = None,
         max_observation_length: int = 100_000,
         max_action_length: int = 1_000,
@@ -149,6 +152,9 @@ class DreamGymEnv(gym.Env[str, str]):
             self.domain.get_task(task_id)  # fail early, with suggestions
         self.fixed_task_id = None if task_id is None else str(task_id)
         self.backend = make_backend(backend, default_model=self.domain.default_model())
+        self.prompt_version = prompts.check_prompt_version(
+            prompt_version or getattr(self.backend, "prompt_version", None) or prompts.PROMPT_VERSION
+        )
         self.buffer = _resolve_buffer(buffer, self.domain)
         self.top_k = top_k if self.buffer is not None else 0
         self.history_length = history_length
@@ -298,6 +304,7 @@ class DreamGymEnv(gym.Env[str, str]):
             demos=demos,
             action_help=self.domain.prompt_action_help(),
             state_format=self.domain.state_format,
+            version=self.prompt_version,
         )
         retry = plan.attempts > 0
         return GenerationRequest(

@@ -8,6 +8,7 @@ import gymnasium as gym
 import pytest
 
 import dreamgym_env  # noqa: F401
+from dreamgym_env import prompts
 from dreamgym_env.backends import GenerationRequest, ScriptedBackend
 from dreamgym_env.backends.scripted import default_scripted_response
 from dreamgym_env.domains.webarena import WebArenaDomain
@@ -169,3 +170,34 @@ def test_render_ansi_shows_state_reasoning_reward():
 def test_step_before_reset_raises():
     with pytest.raises(gym.error.ResetNeeded):
         make().step("click [1]")
+
+
+def test_prompt_version_follows_the_backends_model_card_unless_given():
+    """v3 names the element an action acts on in the action line; a backend trained on v2 (its
+    card says so) keeps getting v2 prompts; an explicit prompt_version wins; unknown ones fail."""
+    seen = []
+
+    def responder(request):
+        seen.append(request.messages[-1]["content"])
+        return default_scripted_response(request)
+
+    def action_line(backend, **kwargs):
+        env = make(backend, **kwargs)
+        obs, _ = env.reset(seed=0)
+        ref = next(line for line in obs.splitlines() if line.startswith("["))[1:].split("]")[0]
+        env.step(f"click [{ref}]")
+        return env.prompt_version, seen[-1].rsplit("\n", 1)[-1], obs
+
+    card_v3 = ScriptedBackend(responder)
+    card_v3.prompt_version = "v3"
+    version, line, obs = action_line(card_v3)
+    ref = line.split("[")[1].split("]")[0]
+    element = next(l for l in obs.splitlines() if l.startswith(f"[{ref}]"))
+    assert version == "v3" and line == f"Action: click [{ref}] on{element[element.find(']') + 1:]}"
+    card_v2 = ScriptedBackend(responder)
+    card_v2.prompt_version = "v2"
+    assert action_line(card_v2)[1] == f"Action: click [{ref}]"
+    assert action_line(card_v2, prompt_version="v3")[1].startswith(f"Action: click [{ref}] on ")
+    assert action_line(ScriptedBackend(responder))[0] == prompts.PROMPT_VERSION
+    with pytest.raises(ValueError, match="unknown prompt version 'v9'"):
+        make(prompt_version="v9")

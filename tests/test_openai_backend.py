@@ -126,6 +126,9 @@ def test_timeout_comes_from_the_environment_when_not_given(server, monkeypatch):
     monkeypatch.setenv("DREAMGYM_TIMEOUT_S", "0")
     with pytest.raises(ValueError, match="timeout_s"):
         OpenAIBackend(server.url, model="fake-model")
+    monkeypatch.setenv("DREAMGYM_TIMEOUT_S", "15min")
+    with pytest.raises(ValueError, match="DREAMGYM_TIMEOUT_S must be a number of seconds, got '15min'"):
+        OpenAIBackend(server.url, model="fake-model")
 
 
 def test_unreachable_server_names_url_and_how_to_start():

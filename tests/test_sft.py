@@ -248,3 +248,54 @@ def test_ablation_switches_no_reasoning_and_from_scratch(trajectories, tmp_path)
     pretrained = load_file(base / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
     assert not torch.equal(model.state_dict()["model.layers.0.self_attn.q_proj.weight"], pretrained)
     assert train(scratch)["finished"]
+
+
+def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajectories, tmp_path):
+    """A model moves to a new prompt version by continuing its adapter: the new run starts from
+    the exported weights, trains on v3 prompts (the action line names its element) and its card
+    says v3; an adapter of another rank is refused with a short error."""
+    from safetensors.torch import load_file
+
+    from tests.helpers.tiny_model import build_tiny_llama
+
+    from dreamgym_env.sft.train import SFTConfig, load_model, prepare_dataset, train
+
+    data = tmp_path / "data.jsonl"
+    write_trajectories(data, trajectories)
+    base = build_tiny_llama(tmp_path / "base")
+    common = dict(data=[str(data)], base_model=str(base), epochs=1, warmup_steps=1, batch_tokens=2048,
+                  max_length=2048, eval_examples=4, eval_every=1000, test_fraction=0.2, lora_rank=8,
+                  lora_alpha=16, lora_layers=1)
+    train(SFTConfig(**common, output_dir=str(tmp_path / "v2")))
+    adapter = tmp_path / "v2" / "model"
+    cfg = SFTConfig(**common, output_dir=str(tmp_path / "v3"), init_adapter=str(adapter), prompt_version="v3")
+    tokenizer, model, _ = load_model(cfg, "cpu")
+    saved = load_file(adapter / "adapter_model.safetensors")
+    ours = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
+    assert ours.keys() == saved.keys()
+    assert all(torch.equal(ours[k], saved[k].float()) for k in saved)  # bf16 export, copied exactly
+    rows = prepare_dataset(cfg, tokenizer)["train"]
+    prompt = tokenizer.decode(rows[0]["input_ids"][: rows[0]["prompt_length"]])
+    action = next(l for l in prompt.splitlines() if l.startswith("Action: "))
+    assert " on " in action, action
+    result = train(cfg)
+    assert result["finished"]
+    assert json.loads((tmp_path / "v3" / "model" / "dreamgym_model.json").read_text())["prompt_version"] == "v3"
+    from dreamgym_env.backends.default_model import resolve_model
+
+    assert resolve_model(tmp_path / "v3" / "model").prompt_version == "v3"
+    with pytest.raises(ValueError, match="does not match the LoRA configured here"):
+        load_model(SFTConfig(**{**common, "lora_rank": 4}, output_dir=str(tmp_path / "x"), init_adapter=str(adapter)), "cpu")
+    with pytest.raises(ValueError, match="unknown prompt version"):
+        SFTConfig(prompt_version="v0")
+
+
+def test_v3_action_line_names_the_element_and_v2_does_not():
+    state = '[4] button "Submit"\n[5] input_text id="tt"'
+    kwargs = dict(domain="miniwob", goal="g", state=state, history=[], demos=[], action_help="", state_format="patch")
+    v3 = prompts.render_transition(action="click [4]", version="v3", **kwargs)[-1]["content"]
+    assert v3.endswith('Action: click [4] on button "Submit"')
+    assert prompts.render_transition(action="click [4]", version="v2", **kwargs)[-1]["content"].endswith("Action: click [4]")
+    # No such element (or no ref at all): the action as it is.
+    assert prompts.render_transition(action="click [9]", version="v3", **kwargs)[-1]["content"].endswith("Action: click [9]")
+    assert prompts.describe_action(state, 'type [5] "hi"') == 'type [5] "hi" on input_text id="tt"'

@@ -48,7 +48,12 @@ class GenerationResult:
 
 @runtime_checkable
 class ExperienceModel(Protocol):
-    """What the env needs of a backend: one batched call, a name, and a way to close."""
+    """What the env needs of a backend: one batched call, a name, and a way to close.
+
+    A backend that knows which chat template its model was trained on may also set a
+    ``prompt_version`` attribute (the in-process backends read it from the model card); the env
+    then renders that version.
+    """
 
     name: str
 

@@ -84,12 +84,22 @@ class ModelLocation:
         base_path: the full model to load (``path`` itself unless it is an adapter).
         adapter_config: the adapter's ``adapter_config.json`` when ``path`` is an adapter.
         name: the name a backend reports (the default model's name, or the directory's).
+        prompt_version: the prompt version its ``dreamgym_model.json`` card names (None: no card).
     """
 
     path: Path
     base_path: Path
     adapter_config: dict[str, Any] | None
     name: str
+    prompt_version: str | None = None
+
+
+def card_prompt_version(path: Path) -> str | None:
+    """The prompt version a model directory's ``dreamgym_model.json`` names, if it has one."""
+    card = path / "dreamgym_model.json"
+    if not card.is_file():
+        return None
+    return json.loads(card.read_text()).get("prompt_version")
 
 
 def resolve_model(model: str | os.PathLike | None) -> ModelLocation:
@@ -106,13 +116,14 @@ def resolve_model(model: str | os.PathLike | None) -> ModelLocation:
             "or leave model unset to use the embedded default"
         )
     name = DEFAULT_MODEL_NAME if model is None else path.name
+    version = card_prompt_version(path)
     adapter_file = path / "adapter_config.json"
     if not adapter_file.is_file():
-        return ModelLocation(path, path, None, name)
+        return ModelLocation(path, path, None, name, version)
     config = json.loads(adapter_file.read_text())
     base = config.get("base_model_name_or_path")
     base_path = Path(base) if base and Path(base).exists() else build_default_model()
-    return ModelLocation(path, base_path, config, name)
+    return ModelLocation(path, base_path, config, name, version)
 
 
 def miniwob_model_dir() -> Path:

@@ -128,7 +128,13 @@ class OpenAIBackend:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.endpoints = [_Endpoint(url) for url in normalize_base_urls(base_urls)]
         self.max_concurrency = max_concurrency
-        self.timeout_s = float(timeout_s if timeout_s is not None else os.environ.get("DREAMGYM_TIMEOUT_S", 60.0))
+        if timeout_s is None:
+            raw = os.environ.get("DREAMGYM_TIMEOUT_S", "60")
+            try:
+                timeout_s = float(raw)
+            except ValueError:
+                raise ValueError(f"DREAMGYM_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
+        self.timeout_s = float(timeout_s)
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         self.max_retries = max_retries

@@ -80,6 +80,7 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.name = location.name
+        self.prompt_version = location.prompt_version  # the chat template the model was trained on
         self.model_path = location.path
         self.max_batch_size = max_batch_size
         self.structured_outputs = structured_outputs and _is_xgrammar_available()

@@ -86,6 +86,7 @@ class VLLMBackend:
             engine_kwargs.setdefault("max_lora_rank", int(location.adapter_config.get("r", 16)))
             self._lora_request = LoRARequest(path.name, 1, str(path))
         self.name = location.name
+        self.prompt_version = location.prompt_version  # the chat template the model was trained on
         self.model_path = path
         self.structured_outputs = structured_outputs
         self._vllm = vllm

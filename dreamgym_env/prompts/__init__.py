@@ -1,8 +1,15 @@
 """Chat templates of the experience model, shared by SFT, serving and evaluation.
 
 ``render_transition`` builds the messages for (task, H_t, s_t, a_t, D_k) and ``render_target``
-the answer the model is trained to write, so a model trained on one reads the other. Bump
-``PROMPT_VERSION`` (and the env ids' ``-vN``) whenever either changes.
+the answer the model is trained to write, so a model trained on one reads the other. Add a
+version to ``PROMPT_VERSIONS`` whenever either changes: a trained model's card names the
+version it was trained on, and backends that load the model render that version.
+
+Versions:
+    v2: the action line is the action alone (``Action: click [5]``).
+    v3: the action line also names the element it acts on (``Action: click [5] on button
+        "Next"``), as demo lines already did. Which element an action hits is a pure function
+        of (state, action); a model asked to find it made most of its closed-loop mistakes there.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from typing import Sequence
 from dreamgym_env.patch import line_ref
 from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
+#: The version ``dreamgym sft`` trains by default and servers without a model card get.
 PROMPT_VERSION = "v2"
+PROMPT_VERSIONS = ("v2", "v3")
 
 #: Compact JSON, as constrained decoding writes it (vLLM with ``disable_any_whitespace`` and
 #: TransformersBackend both use these separators), so that training targets match serving.
@@ -60,12 +69,27 @@ def _target_line(state: str, action: str) -> str | None:
     return next((l.strip() for l in state.splitlines() if line_ref(l) == ref), None)
 
 
+def check_prompt_version(version: str) -> str:
+    """``version`` if this package can render it.
+
+    Raises:
+        ValueError: an unknown version (e.g. a model card written by a newer dreamgym_env).
+    """
+    if version not in PROMPT_VERSIONS:
+        raise ValueError(f"unknown prompt version {version!r}; this dreamgym_env renders {', '.join(PROMPT_VERSIONS)}")
+    return version
+
+
+def describe_action(state: str, action: str) -> str:
+    """``action`` followed by the element it acts on: ``click [5] on button "Next"``."""
+    target = _target_line(state, action)
+    return f"{action} on{target[target.find(']') + 1:]}" if target else action
+
+
 def render_demo(demo: Transition, state_format: StateFormat) -> str:
     """A retrieved real transition, compactly: action, element acted on, outcome, then the
     patch lines as they are (no JSON escaping: prompt tokens are the cost of every step)."""
-    target = _target_line(demo.state, demo.action)
-    on = f" on{target[target.find(']') + 1:]}" if target else ""
-    head = f"- {demo.action}{on} => reward {int(demo.reward)}{', done' if demo.done else ''}"
+    head = f"- {describe_action(demo.state, demo.action)} => reward {int(demo.reward)}{', done' if demo.done else ''}"
     if state_format == "patch":
         from dreamgym_env.patch import make_patch
 
@@ -88,8 +112,11 @@ def render_transition(
     demos: Sequence[Transition],
     action_help: str,
     state_format: StateFormat,
+    version: str = PROMPT_VERSION,
 ) -> list[dict[str, str]]:
-    """Messages asking the model for the next state, reward and done after ``action``."""
+    """Messages asking the model for the next state, reward and done after ``action``,
+    in prompt ``version`` (the one the model was trained on)."""
+    check_prompt_version(version)
     parts = [f"Goal: {goal}"]
     if demos:
         parts.append("Similar real transitions:\n" + "\n".join(render_demo(d, state_format) for d in demos))
@@ -100,7 +127,7 @@ def render_transition(
         ]
         parts.append("Previous actions:\n" + "\n".join(lines))
     parts.append(f"State:\n{state}")
-    parts.append(f"Action: {action}")
+    parts.append(f"Action: {describe_action(state, action) if version == 'v3' else action}")
     return [
         {"role": "system", "content": system_prompt(domain, state_format, action_help)},
         {"role": "user", "content": "\n\n".join(parts)},

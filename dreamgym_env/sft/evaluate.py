@@ -165,7 +165,7 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
                 taken += len(trajectory.transitions)
     buffer = train_buffer(split.train)
     examples = build_examples(test, domain, buffer=buffer, top_k=top_k, history_length=history,
-                              state_format=state_format, progress=progress)
+                              state_format=state_format, prompt_version=card.get("prompt_version", cfg.prompt_version), progress=progress)
     buffer.close()
     if max_per_group is not None:
         rng = random.Random(seed)

@@ -83,6 +83,7 @@ def build_examples(
     top_k: int = 2,
     history_length: int = 2,
     state_format: str | None = None,
+    prompt_version: str = prompts.PROMPT_VERSION,
     progress: bool = False,
 ) -> list[SFTExample]:
     """Render every transition of ``trajectories`` as an SFT example.
@@ -94,6 +95,7 @@ def build_examples(
             to retrieve demos from (None or ``top_k=0``: no demos).
         top_k, history_length: as the env's arguments of the same names.
         state_format: overrides the domain's ("patch" or "whole").
+        prompt_version: the chat template's version (``prompts.PROMPT_VERSIONS``).
     """
     state_format = state_format or domain.state_format
     action_help = domain.prompt_action_help()
@@ -125,6 +127,7 @@ def build_examples(
         messages = prompts.render_transition(
             domain=domain.name, goal=t.goal, state=t.state, action=t.action, history=history,
             demos=shown, action_help=action_help, state_format=state_format,  # type: ignore[arg-type]
+            version=prompt_version,
         )
         target = prompts.render_target(output, state_format)  # type: ignore[arg-type]
         examples.append(SFTExample(messages, target, reasoning_span(target), t, state_format, shown))

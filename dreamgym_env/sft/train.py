@@ -22,6 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dreamgym_env.config_args import add_config_arguments
+from dreamgym_env.prompts import PROMPT_VERSION, check_prompt_version
 from dreamgym_env.sft.data import IGNORE, REASONING, STATE
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,13 @@ class SFTConfig:
     seed: int = field(default=0, metadata={"help": "Seed of batching and initialisation."})
     reasoning: bool = field(default=True, metadata={"help": "Train the reasoning term (--no-reasoning: the ablation without reasoning; answers carry an empty reasoning)."})
     init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
+    init_adapter: str | None = field(default=None, metadata={"help": "Start from this trained LoRA adapter (a model directory written by dreamgym sft, same base and rank), e.g. to move a model to a new prompt version for a fraction of the first budget."})
+    prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
 
     def __post_init__(self) -> None:
+        check_prompt_version(self.prompt_version)
+        if self.init_adapter is not None and (self.init != "pretrained" or not self.lora_rank):
+            raise ValueError("init_adapter continues a LoRA adapter: it needs init='pretrained' and --lora-rank > 0")
         if self.init not in ("pretrained", "scratch"):
             raise ValueError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
         if self.init == "scratch" and self.lora_rank:
@@ -111,7 +117,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
     key = {"files": files, "sizes": [os.path.getsize(f) for f in files], "top_k": top_k, "history": history,
            "state_format": state_format, "test_fraction": cfg.test_fraction,
            "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length,
-           "reasoning": cfg.reasoning}
+           "reasoning": cfg.reasoning, "prompt_version": cfg.prompt_version}
     cache = Path(cfg.output_dir) / "dataset.pt"
     if cache.is_file():
         cached = torch.load(cache, weights_only=False)
@@ -125,7 +131,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
                            "state_format": state_format}
     for name, trajectories in (("train", split.train), ("test", split.test)):
         examples = build_examples(trajectories, domain, buffer=buffer, top_k=top_k, history_length=history,
-                                  state_format=state_format, progress=True)
+                                  state_format=state_format, prompt_version=cfg.prompt_version, progress=True)
         rows = [r for r in (tokenize_example(tokenizer, e, cfg.max_length) for e in examples) if r is not None]
         if len(rows) < len(examples):
             logger.warning("%s: %d examples longer than %d tokens dropped", name, len(examples) - len(rows), cfg.max_length)
@@ -164,8 +170,41 @@ def load_model(cfg: SFTConfig, device: str):
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
             layers_to_transform=layers, task_type="CAUSAL_LM",
         ))
+        if cfg.init_adapter is not None:
+            load_adapter_weights(model, Path(cfg.init_adapter))
     model.to(device)
     return tokenizer, model, base
+
+
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    """Copy a saved LoRA adapter's weights into ``model``'s (same rank, same adapted layers).
+
+    Raises:
+        ModelNotFoundError: ``adapter_dir`` holds no adapter.
+        ValueError: the adapter's shapes or layers do not match the model's LoRA.
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dreamgym_env.errors import ModelNotFoundError
+
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ModelNotFoundError(f"init_adapter {str(adapter_dir)!r} has no adapter_model.safetensors")
+    saved = {k: v.to(torch.float32) for k, v in load_file(weights).items()}
+    ours = {k for k in model.state_dict() if "lora_" in k}
+    mismatch = (f"init_adapter {str(adapter_dir)!r} does not match the LoRA configured here: "
+                "use the lora_rank and lora_layers it was trained with")
+    try:
+        result = set_peft_model_state_dict(model, saved)
+    except RuntimeError:  # shape mismatch; torch's message lists every tensor
+        raise ValueError(f"{mismatch} (tensor shapes differ)") from None
+    loaded = ours - set(result.missing_keys)
+    if len(loaded) != len(ours) or result.unexpected_keys:
+        raise ValueError(f"{mismatch} ({len(loaded)}/{len(ours)} LoRA tensors loaded, "
+                         f"{len(result.unexpected_keys)} unexpected)")
+    logger.info("LoRA initialised from %s (%d tensors)", adapter_dir, len(loaded))
 
 
 def _body_and_head(model):
@@ -306,8 +345,6 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
     and a model card naming the prompt version, state format and retrieval settings."""
     import torch
 
-    from dreamgym_env.prompts import PROMPT_VERSION
-
     out = Path(cfg.output_dir) / "model"
     out.mkdir(parents=True, exist_ok=True)
     if cfg.lora_rank:
@@ -321,7 +358,7 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
     else:
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    card = {"domain": cfg.domain, "prompt_version": PROMPT_VERSION, "base_model": base.name, **info,
+    card = {"domain": cfg.domain, "prompt_version": cfg.prompt_version, "base_model": base.name, **info,
             "config": asdict(cfg)}
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
     return out

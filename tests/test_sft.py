@@ -268,7 +268,8 @@ def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajec
                   lora_alpha=16, lora_layers=1)
     train(SFTConfig(**common, output_dir=str(tmp_path / "v2")))
     adapter = tmp_path / "v2" / "model"
-    cfg = SFTConfig(**common, output_dir=str(tmp_path / "v3"), init_adapter=str(adapter), prompt_version="v3")
+    cfg = SFTConfig(**{**common, "epochs": 0.5}, output_dir=str(tmp_path / "v3"), init_adapter=str(adapter),
+                    prompt_version="v3")
     tokenizer, model, _ = load_model(cfg, "cpu")
     saved = load_file(adapter / "adapter_model.safetensors")
     ours = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
@@ -281,6 +282,8 @@ def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajec
     result = train(cfg)
     assert result["finished"]
     assert json.loads((tmp_path / "v3" / "model" / "dreamgym_model.json").read_text())["prompt_version"] == "v3"
+    log = [json.loads(l) for l in (tmp_path / "v3" / "log.jsonl").read_text().splitlines()]
+    assert abs([r for r in log if "epoch" in r][-1]["epoch"] - 0.5) < 0.2  # in whole epochs, not of the 0.5
     from dreamgym_env.backends.default_model import resolve_model
 
     assert resolve_model(tmp_path / "v3" / "model").prompt_version == "v3"

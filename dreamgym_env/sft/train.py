@@ -393,6 +393,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                 sum(p.numel() for p in trainable) / 1e6, device)
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
+    steps_per_epoch = len(epochs[0])
     full, frac = int(cfg.epochs), cfg.epochs - int(cfg.epochs)
     if frac:
         epochs[-1] = epochs[-1][: max(1, int(len(epochs[-1]) * frac))]
@@ -439,7 +440,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         bar.update(n_tokens)
         loss_r, loss_s = float(loss_r.detach()), float(loss_s.detach())
         bar.set_postfix(loss_r=f"{loss_r:.3f}", loss_s=f"{loss_s:.3f}", tok_s=f"{n_tokens / elapsed:.0f}")
-        record = {"step": state["step"], "epoch": state["step"] / max(1, len(epochs[0])),
+        record = {"step": state["step"], "epoch": state["step"] / max(1, steps_per_epoch),
                   "losses/reasoning": loss_r, "losses/state": loss_s,
                   "lr": lr_at(step), "perf/tokens_per_s": n_tokens / elapsed}
         log_file.write(json.dumps(record) + "\n")

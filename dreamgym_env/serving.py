@@ -88,6 +88,10 @@ def servable_model_dir(model: str | os.PathLike) -> Path:
     tokenizer.save_pretrained(tmp)
     import shutil
 
+    card = location.path / "dreamgym_model.json"
+    if card.is_file():  # the merged model keeps its prompt version
+        shutil.copy(card, tmp / card.name)
+
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

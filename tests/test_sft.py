@@ -166,6 +166,9 @@ def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path)
     merged = servable_model_dir(model_dir)
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
     assert servable_model_dir(model_dir) == merged  # built once
+    from dreamgym_env.backends.default_model import resolve_model
+
+    assert resolve_model(merged).prompt_version == card["prompt_version"]  # the card travels with it
     from safetensors.torch import load_file
 
     trained = load_file(merged / "model.safetensors")
@@ -266,7 +269,7 @@ def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajec
     common = dict(data=[str(data)], base_model=str(base), epochs=1, warmup_steps=1, batch_tokens=2048,
                   max_length=2048, eval_examples=4, eval_every=1000, test_fraction=0.2, lora_rank=8,
                   lora_alpha=16, lora_layers=1)
-    train(SFTConfig(**common, output_dir=str(tmp_path / "v2")))
+    train(SFTConfig(**common, output_dir=str(tmp_path / "v2"), prompt_version="v2"))
     adapter = tmp_path / "v2" / "model"
     cfg = SFTConfig(**{**common, "epochs": 0.5}, output_dir=str(tmp_path / "v3"), init_adapter=str(adapter),
                     prompt_version="v3")
@@ -281,7 +284,10 @@ def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajec
     assert " on " in action, action
     result = train(cfg)
     assert result["finished"]
-    assert json.loads((tmp_path / "v3" / "model" / "dreamgym_model.json").read_text())["prompt_version"] == "v3"
+    card = json.loads((tmp_path / "v3" / "model" / "dreamgym_model.json").read_text())
+    assert card["prompt_version"] == "v3"
+    parent = json.loads((adapter / "dreamgym_model.json").read_text())
+    assert card["continued_from"]["steps"] == parent["steps"] and card["continued_from"]["prompt_version"] == "v2"
     log = [json.loads(l) for l in (tmp_path / "v3" / "log.jsonl").read_text().splitlines()]
     assert abs([r for r in log if "epoch" in r][-1]["epoch"] - 0.5) < 0.2  # in whole epochs, not of the 0.5
     from dreamgym_env.backends.default_model import resolve_model

@@ -360,6 +360,12 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
     tokenizer.save_pretrained(out)
     card = {"domain": cfg.domain, "prompt_version": cfg.prompt_version, "base_model": base.name, **info,
             "config": asdict(cfg)}
+    parent = Path(cfg.init_adapter) / MODEL_CARD if cfg.init_adapter else None
+    if parent is not None and parent.is_file():
+        # The budget of the run this one continued, so that the card tells the whole cost.
+        before = json.loads(parent.read_text())
+        card["continued_from"] = {k: before[k] for k in ("prompt_version", "steps", "train_tokens", "train_hours",
+                                                         "device", "continued_from") if k in before}
     (out / MODEL_CARD).write_text(json.dumps(card, indent=2))
     return out
 

@@ -114,6 +114,8 @@ class DreamGymEnv(gym.Env[str, str]):
 
     ## Version History
     * v0: first release (prompt v1, output schema v1).
+    * prompts v2 and v3 (v3 names the acted element); the prompt follows the model card, so a
+      model keeps the template it was trained on and the env ids stay v0.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}

@@ -83,7 +83,7 @@ def servable_model_dir(model: str | os.PathLike) -> Path:
     from dreamgym_env.backends.transformers_backend import load_merged_model
 
     model_obj, tokenizer = load_merged_model(location, dtype="float32")
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two servers may merge at once
     model_obj.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     import shutil
@@ -92,6 +92,9 @@ def servable_model_dir(model: str | os.PathLike) -> Path:
     if card.is_file():  # the merged model keeps its prompt version
         shutil.copy(card, tmp / card.name)
 
+    if (out / "config.json").is_file():  # another process finished first
+        shutil.rmtree(tmp)
+        return out
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

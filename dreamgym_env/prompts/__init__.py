@@ -22,7 +22,7 @@ from dreamgym_env.patch import line_ref
 from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
 #: The version ``dreamgym sft`` trains by default and servers without a model card get.
-PROMPT_VERSION = "v2"
+PROMPT_VERSION = "v3"
 PROMPT_VERSIONS = ("v2", "v3")
 
 #: Compact JSON, as constrained decoding writes it (vLLM with ``disable_any_whitespace`` and

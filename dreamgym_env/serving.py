@@ -67,7 +67,7 @@ def ngram_speculative_config(num_tokens: int) -> dict[str, object]:
 def servable_model_dir(model: str | os.PathLike) -> Path:
     """A directory vLLM can load: ``model`` itself, or for a LoRA adapter its base with the
     adapter merged in (built once under the cache, next to the base)."""
-    from dreamgym_env.backends.default_model import cache_dir, resolve_model
+    from dreamgym_env.backends.default_model import MODEL_CARD, cache_dir, resolve_model
 
     location = resolve_model(model)
     if location.adapter_config is None:
@@ -88,7 +88,7 @@ def servable_model_dir(model: str | os.PathLike) -> Path:
     tokenizer.save_pretrained(tmp)
     import shutil
 
-    card = location.path / "dreamgym_model.json"
+    card = location.path / MODEL_CARD
     if card.is_file():  # the merged model keeps its prompt version
         shutil.copy(card, tmp / card.name)
 

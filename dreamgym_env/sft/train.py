@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from dreamgym_env.backends.default_model import MODEL_CARD
 from dreamgym_env.config_args import add_config_arguments
 from dreamgym_env.prompts import PROMPT_VERSION, check_prompt_version
 from dreamgym_env.sft.data import IGNORE, REASONING, STATE
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: Modules LoRA adapts in a Llama-style model ("all-linear").
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-MODEL_CARD = "dreamgym_model.json"
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dreamgym_env.domains.miniwob.browser import is_miniwob_available
-from dreamgym_env.experiments.sim_to_real import SimToRealConfig, run_experiment, summarise, write_report
+from dreamgym_env.experiments.sim_to_real import NOTES_MARKER, SimToRealConfig, run_experiment, summarise, write_report
 
 
 def _scripted_backend():
@@ -48,6 +48,10 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
     report = write_report(cfg, results, "python -m dreamgym_env.experiments.sim_to_real ...").read_text()
     assert "| (c) S2R: synthetic + N/10 real |" in report and "Seeds: 0" in report
     assert (tmp_path / "results_s2r_curve.png").stat().st_size > 1000 and "results_s2r_curve.png" in report
+    assert "- (a) real only: seed 0: " in report
+    (tmp_path / "results.md").write_text(report + "Hand-written reading of the table.\n")
+    again = write_report(cfg, results, "python -m dreamgym_env.experiments.sim_to_real ...").read_text()
+    assert again.endswith(NOTES_MARKER + "\nHand-written reading of the table.\n") and again.count(NOTES_MARKER) == 1
     assert set(summarise(cfg, results)["goals"]) == {
         "(c) S2R >= (a) real-only with 10x fewer real steps", "(b) synthetic-only >= 0.8 x (a) real-only",
         "curriculum helps: (b) > (d)"}

@@ -55,7 +55,7 @@ class AblationConfig:
     eval_batch_size: int = field(default=8, metadata={"help": "Batch size of the greedy evaluation."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of the evaluation sample."})
     sft_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "Further SFTConfig fields for every variant (JSON), e.g. {\"device\": \"cuda\"}."})
-    output_dir: str = field(default="runs/ablations", metadata={"help": "One run directory per variant."})
+    output_dir: str = field(default="results/ablations", metadata={"help": "One run directory per variant; results/ is committed (result.json, log.jsonl, split.json), weights and checkpoints are not."})
     out: str = field(default="docs/ablations.md", metadata={"help": "Markdown report."})
 
     def __post_init__(self) -> None:

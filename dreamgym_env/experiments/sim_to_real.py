@@ -13,7 +13,11 @@ file exists, so an interrupted experiment resumes by rerunning the same command.
 (table, learning curves of real success against real steps used, and the goals checked) goes to
 ``--out`` (docs/results.md) and a plot next to it.
 
-    python -m dreamgym_env.experiments.sim_to_real --seeds 0 1 2 --real-steps 2000 --out docs/results.md
+    python -m dreamgym_env.experiments.sim_to_real --seeds 0 1 2 --real-steps 800 --synthetic-iterations 20
+
+``results/s2r`` is kept in git (each run's result.json, metrics.csv and final policy.pt; checkpoints
+and TensorBoard files are ignored), so the table in docs/results.md can be checked run by run and an
+experiment spread over several sessions resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class SimToRealConfig:
     synthetic_env: str = field(default="DreamGym-MiniWoB-v0", metadata={"help": "Synthetic env id."})
     synthetic_env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "gym.make kwargs of the synthetic env (JSON), e.g. a vLLM backend URL."})
     real_env: str = field(default="DreamGym-MiniWoB-Real-v0", metadata={"help": "Real env id."})
-    output_dir: str = field(default="runs/s2r", metadata={"help": "Runs (resumable) and summary.json."})
+    output_dir: str = field(default="results/s2r", metadata={"help": "Runs (resumable) and summary.json; results/ is committed (result.json, metrics.csv, policy.pt) so a later session resumes."})
     out: str = field(default="docs/results.md", metadata={"help": "Markdown report (a PNG plot is written beside it)."})
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run."})
 
@@ -151,6 +155,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
     summary = summarise(cfg, results)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept = _kept_notes(out)
     plot = out.with_name(out.stem + "_s2r_curve.png")
     plotted = _plot(results, plot)
     names = {"real": "(a) real only", "synthetic": "(b) synthetic only", "s2r": "(c) S2R: synthetic + N/10 real",
@@ -163,7 +168,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
         f"Families: {', '.join(cfg.families)}. Seeds: {', '.join(map(str, cfg.seeds))}. Budget: N = {cfg.real_steps} real steps",
         f"(S2R: {cfg.real_steps // 10}); synthetic arms: {cfg.synthetic_iterations} GRPO iterations of {cfg.groups}×{cfg.num_generations}",
         f"episodes, step limit {cfg.max_steps}. Synthetic env: `{cfg.synthetic_env}` {json.dumps(cfg.synthetic_env_kwargs) if cfg.synthetic_env_kwargs else '(default model)'}.",
-        f"Machine: {describe_machine()}. Date: {time.strftime('%Y-%m-%d')}.", "",
+        f"Machine: {describe_machine()}. Date: {time.strftime('%Y-%m-%d')}.{_served_by()}", "",
         "| arm | real steps (RL) | synthetic steps | real success (mean ± std over seeds) | " + " | ".join(cfg.families) + " |",
         "|---|---:|---:|---:|" + "---:|" * len(cfg.families),
     ]
@@ -180,8 +185,33 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
         lines += ["", f"![real success against real steps used]({plot.name})", "",
                   "Learning curves: real success (mean over seeds) against the real steps spent in RL; the synthetic",
                   "arms spend none and are drawn as points at 0."]
-    out.write_text("\n".join(lines) + "\n")
+    lines += ["", "Per seed (final real success):", ""]
+    lines += [f"- {names[arm]}: " + ", ".join(f"seed {r['seed']}: {r['final']['success_rate']:.3f} "
+                                           f"({r['wall_s'] / 60:.0f} min)" for r in runs)
+              for arm, runs in results.items() if runs]
+    lines += ["", NOTES_MARKER, kept] if kept else ["", NOTES_MARKER, ""]
+    out.write_text("\n".join(lines).rstrip("\n") + "\n")
     return out
+
+
+#: Everything below this line of an existing report is kept when the report is rewritten.
+NOTES_MARKER = "<!-- notes below this line are written by hand and kept when the report is regenerated -->"
+
+
+def _kept_notes(report: Path) -> str:
+    """The hand-written part of an existing report (after ``NOTES_MARKER``), or ''."""
+    if not report.is_file():
+        return ""
+    _, marker, notes = report.read_text().partition(NOTES_MARKER)
+    return notes.strip("\n") if marker else ""
+
+
+def _served_by() -> str:
+    """Where the synthetic env's model ran, when DREAMGYM_BASE_URL sent it to servers."""
+    import os
+
+    urls = [u for u in os.environ.get("DREAMGYM_BASE_URL", "").split(",") if u.strip()]
+    return f" The synthetic env's model was served by {len(urls)} vLLM server(s) (DREAMGYM_BASE_URL)." if urls else ""
 
 
 def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from dreamgym_env.logging_setup import setup_logging
+
 logger = logging.getLogger("dreamgym_env.cli")
 
 
@@ -288,13 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "chromadb", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose=args.verbose)
     if args.command == "buffer" and args.action in ("import", "export") and not args.file:
         parser.error(f"buffer {args.action} needs --file")
     from dreamgym_env.errors import DreamGymError

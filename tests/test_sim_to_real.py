@@ -55,3 +55,13 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
     assert set(summarise(cfg, results)["goals"]) == {
         "(c) S2R >= (a) real-only with 10x fewer real steps", "(b) synthetic-only >= 0.8 x (a) real-only",
         "curriculum helps: (b) > (d)"}
+
+
+def test_s2r_without_its_synthetic_policy_names_the_fix(tmp_path):
+    from dreamgym_env.experiments.sim_to_real import run_arm
+
+    cfg = SimToRealConfig(families=["click-test-2"], seeds=[0], output_dir=str(tmp_path))
+    (tmp_path / "synthetic-seed0").mkdir()
+    (tmp_path / "synthetic-seed0" / "result.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="delete .*synthetic-seed0/result.json"):
+        run_arm(cfg, "s2r", 0)

@@ -4,11 +4,11 @@ command that reruns it (written into the report)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import TypeVar
 
 from dreamgym_env.config_args import add_config_arguments
+from dreamgym_env.logging_setup import setup_logging
 
 C = TypeVar("C")
 
@@ -18,6 +18,6 @@ def parse_experiment(config: type[C], module: str, description: str, argv: list[
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, config, list_nargs="+")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     command = f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
     return config(**vars(args)), command

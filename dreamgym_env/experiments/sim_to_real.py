@@ -15,9 +15,10 @@ file exists, so an interrupted experiment resumes by rerunning the same command.
 
     python -m dreamgym_env.experiments.sim_to_real --seeds 0 1 2 --real-steps 800 --synthetic-iterations 20
 
-``results/s2r`` is kept in git (each run's result.json, metrics.csv and final policy.pt; checkpoints
-and TensorBoard files are ignored), so the table in docs/results.md can be checked run by run and an
-experiment spread over several sessions resumes where it stopped.
+``results/s2r`` is kept in git (each run's result.json and metrics.csv; policies, checkpoints and
+TensorBoard files are not), so the table in docs/results.md can be checked run by run and an
+experiment spread over several sessions resumes where it stopped (the s2r arm of a seed needs its
+synthetic arm's policy.pt, so run those two in one go).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class SimToRealConfig:
     synthetic_env: str = field(default="DreamGym-MiniWoB-v0", metadata={"help": "Synthetic env id."})
     synthetic_env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "gym.make kwargs of the synthetic env (JSON), e.g. a vLLM backend URL."})
     real_env: str = field(default="DreamGym-MiniWoB-Real-v0", metadata={"help": "Real env id."})
-    output_dir: str = field(default="results/s2r", metadata={"help": "Runs (resumable) and summary.json; results/ is committed (result.json, metrics.csv, policy.pt) so a later session resumes."})
+    output_dir: str = field(default="results/s2r", metadata={"help": "Runs (resumable) and summary.json; results/ is committed (result.json, metrics.csv; not the .pt files) so a later session resumes."})
     out: str = field(default="docs/results.md", metadata={"help": "Markdown report (a PNG plot is written beside it)."})
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run."})
 
@@ -100,6 +101,10 @@ def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, 
         logger.info("%s seed %d: done before, reading %s", arm, seed, result_path)
         return json.loads(result_path.read_text())
     grpo = _grpo_config(cfg, arm, seed, run_dir)
+    if grpo.init_from and not Path(grpo.init_from).is_file():
+        raise FileNotFoundError(
+            f"the s2r arm of seed {seed} starts from {grpo.init_from}, which is missing (policies are not kept in git): "
+            f"delete {Path(grpo.init_from).with_name('result.json')} to retrain the synthetic arm of that seed")
     if env_kwargs is not None and grpo.env_id == cfg.synthetic_env:
         grpo = dataclasses.replace(grpo, env_kwargs=dict(env_kwargs))
     began = time.perf_counter()

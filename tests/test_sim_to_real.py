@@ -36,7 +36,10 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
                           output_dir=str(tmp_path / "runs"), out=str(tmp_path / "results.md"))
     backend = _scripted_backend()
     results = run_experiment(cfg, env_kwargs={"backend": backend, "buffer": False})
-    assert set(results) == {"real", "synthetic", "s2r", "synthetic-no-curriculum"}
+    assert set(results) == {"untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum"}
+    untrained = results["untrained"][0]
+    assert untrained["real_steps_used"] == 0 == untrained["synthetic_steps_used"] and len(untrained["curve"]) == 1
+    assert "success/click-test-2" in untrained["final"]
     real, s2r, synthetic = results["real"][0], results["s2r"][0], results["synthetic"][0]
     assert real["real_steps_used"] >= 20 and synthetic["real_steps_used"] == 0 and synthetic["synthetic_steps_used"] > 0
     assert 2 <= s2r["real_steps_used"] < real["real_steps_used"]

@@ -1,8 +1,10 @@
 """The sim-to-real experiment on MiniWoB, by one command.
 
 Four arms, each trained with the bundled GRPO (same policy, same hyper-parameters) and each
-evaluated greedily on real MiniWoB, on held-out seeds, ``eval_episodes`` per family:
+evaluated greedily on real MiniWoB, on held-out seeds, ``eval_episodes`` per family, beside the
+policy they all start from:
 
+- ``untrained``: the initial policy of the seed, no RL (the baseline every arm must beat);
 - ``real``: real MiniWoB only, a budget of ``real_steps`` real steps;
 - ``synthetic``: synthetic experience only (DreamGym-MiniWoB-v0, curriculum on), no real step;
 - ``s2r``: the ``synthetic`` policy, then ``real_steps / 10`` real steps;
@@ -37,7 +39,7 @@ from dreamgym_env.experiments.machine import describe_machine
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("real", "synthetic", "s2r", "synthetic-no-curriculum")
+ARMS = ("untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum")
 DEFAULT_FAMILIES = ["click-button", "click-link", "click-widget", "click-dialog-2", "enter-text"]
 
 
@@ -62,6 +64,7 @@ class SimToRealConfig:
     output_dir: str = field(default="results/s2r", metadata={"help": "Runs (resumable) and summary.json; results/ is committed (result.json, metrics.csv; not the .pt files) so a later session resumes."})
     out: str = field(default="docs/results.md", metadata={"help": "Markdown report (a PNG plot is written beside it)."})
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": "Arms to run."})
+    report_only: bool = field(default=False, metadata={"help": "Run nothing: write the report from the runs already finished (the others are listed as missing)."})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arms) - set(ARMS))
@@ -108,7 +111,7 @@ def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, 
     if env_kwargs is not None and grpo.env_id == cfg.synthetic_env:
         grpo = dataclasses.replace(grpo, env_kwargs=dict(env_kwargs))
     began = time.perf_counter()
-    out = train(grpo)
+    out = _evaluate_untrained(grpo) if arm == "untrained" else train(grpo)
     real_used = out["env_steps"] if grpo.env_id == cfg.real_env else 0
     curve = [{"real_steps": e["env_steps"] if real_used else 0, "success_rate": e["success_rate"],
               **{k: v for k, v in e.items() if k.startswith("success/")}} for e in out["evaluations"]]
@@ -123,6 +126,19 @@ def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, 
     return result
 
 
+def _evaluate_untrained(grpo) -> dict[str, Any]:
+    """Real success of the policy GRPO starts from for this seed (same seed, same constructor), in
+    the shape :func:`train` returns."""
+    import torch
+
+    from dreamgym_env.trainers.common import evaluate, make_policy
+
+    torch.manual_seed(grpo.seed)
+    policy = make_policy(grpo, None).eval()
+    result = evaluate(policy, grpo.eval_env_id, grpo.eval_episodes, grpo.eval_seed, grpo.max_steps, task_ids=grpo.task_ids)
+    return {"evaluations": [{"iteration": 0, "env_steps": 0, **result}], "env_steps": 0}
+
+
 def run_experiment(cfg: SimToRealConfig, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Every arm for every seed (synthetic before s2r); returns the results by arm."""
     order = [a for a in ARMS if a in cfg.arms]
@@ -135,6 +151,20 @@ def run_experiment(cfg: SimToRealConfig, env_kwargs: Mapping[str, Any] | None = 
     (Path(cfg.output_dir) / "summary.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "results": results},
                                                                   indent=2, default=str))
     return results
+
+
+def finished_results(cfg: SimToRealConfig) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The runs of ``cfg``'s arms and seeds that have a result.json, by arm, and the names of those without."""
+    results: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS if a in cfg.arms}
+    missing = []
+    for seed in cfg.seeds:
+        for arm in results:
+            path = Path(cfg.output_dir) / f"{arm}-seed{seed}" / "result.json"
+            if path.is_file():
+                results[arm].append(json.loads(path.read_text()))
+            else:
+                missing.append(f"{arm}-seed{seed}")
+    return results, missing
 
 
 def _mean_std(values: list[float]) -> str:
@@ -155,7 +185,8 @@ def summarise(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]]])
     return {"final": final, "mean": mean, "goals": goals}
 
 
-def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]]], command: str) -> Path:
+def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]]], command: str,
+                 missing: list[str] | None = None) -> Path:
     """docs/results.md (table, goals, commands, machine) and the learning-curve plot beside it."""
     summary = summarise(cfg, results)
     out = Path(cfg.out)
@@ -163,7 +194,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
     kept = _kept_notes(out)
     plot = out.with_name(out.stem + "_s2r_curve.png")
     plotted = _plot(results, plot)
-    names = {"real": "(a) real only", "synthetic": "(b) synthetic only", "s2r": "(c) S2R: synthetic + N/10 real",
+    names = {"untrained": "(0) untrained: the start of every arm, no RL", "real": "(a) real only", "synthetic": "(b) synthetic only", "s2r": "(c) S2R: synthetic + N/10 real",
              "synthetic-no-curriculum": "(d) (b) without curriculum"}
     lines = [
         "# Sim-to-real on MiniWoB", "",
@@ -190,6 +221,8 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
         lines += ["", f"![real success against real steps used]({plot.name})", "",
                   "Learning curves: real success (mean over seeds) against the real steps spent in RL; the synthetic",
                   "arms spend none and are drawn as points at 0."]
+    if missing:
+        lines += ["", f"**Not run yet** (the table above averages only the finished runs): {', '.join(missing)}."]
     lines += ["", "Per seed (final real success):", ""]
     lines += [f"- {names[arm]}: " + ", ".join(f"seed {r['seed']}: {r['final']['success_rate']:.3f} "
                                            f"({r['wall_s'] / 60:.0f} min)" for r in runs)
@@ -251,8 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     from dreamgym_env.experiments.cli import parse_experiment
 
     cfg, command = parse_experiment(SimToRealConfig, "dreamgym_env.experiments.sim_to_real", __doc__, argv)
-    results = run_experiment(cfg)
-    report = write_report(cfg, results, command)
+    if cfg.report_only:
+        results, missing = finished_results(cfg)
+        command = command.replace(" --report-only", "")
+    else:
+        results, missing = run_experiment(cfg), []
+    report = write_report(cfg, results, command, missing)
     logger.info("report: %s", report)
     print(json.dumps(summarise(cfg, results), indent=2))
     return 0

@@ -231,8 +231,9 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
     lines += [f"- {goal}: {'met' if ok else 'NOT met'}" for goal, ok in summary["goals"].items()]
     if plotted:
         lines += ["", f"![real success against real steps used]({plot.name})", "",
-                  "Learning curves: real success (mean over seeds) against the real steps spent in RL; the synthetic",
-                  "arms spend none and are drawn as points at 0."]
+                  "Learning curves: real success against the real steps spent in RL, the mean over seeds (thick) and",
+                  "each seed (thin); real-only starts from the untrained policy, S2R from the synthetic one; the",
+                  "synthetic arms spend no real step and are drawn as points at 0."]
     if missing:
         lines += ["", f"**Not run yet** (the table above averages only the finished runs): {', '.join(missing)}."]
     lines += ["", "Per seed (final real success):", ""]
@@ -275,13 +276,23 @@ def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
         logger.warning("matplotlib is not installed: no plot (pip install matplotlib)")
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
+    start = {r["seed"]: r["final"]["success_rate"] for r in results.get("untrained", [])}
     for arm, runs in results.items():
         if not runs:
             continue
-        points = min(len(r["curve"]) for r in runs)
-        xs = [np.mean([r["curve"][i]["real_steps"] for r in runs]) for i in range(points)]
-        ys = [np.mean([r["curve"][i]["success_rate"] for r in runs]) for i in range(points)]
-        ax.plot(xs, ys, marker="o", label=arm)
+        curves = []
+        for r in runs:
+            x = [c["real_steps"] for c in r["curve"]]
+            y = [c["success_rate"] for c in r["curve"]]
+            if arm == "real" and r["seed"] in start:  # real RL starts from the untrained policy
+                x, y = [0, *x], [start[r["seed"]], *y]
+            curves.append((x, y))
+        # seeds evaluate at different step counts: average their curves interpolated on every seed's points
+        grid = sorted({v for x, _ in curves for v in x if v <= min(max(x) for x, _ in curves)})
+        mean = [np.mean([np.interp(g, x, y) for x, y in curves]) for g in grid]
+        line, = ax.plot(grid, mean, marker="o", label=f"{arm} (mean of {len(runs)})")
+        for x, y in curves if len(runs) > 1 and len(grid) > 1 else []:
+            ax.plot(x, y, color=line.get_color(), alpha=0.3, linewidth=0.8)
     ax.set_xlabel("real steps used in RL")
     ax.set_ylabel("real success (held-out seeds)")
     ax.set_ylim(0, 1.02)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dreamgym_env  # noqa: F401
-from dreamgym_env.wrappers import DiscreteAdmissibleActions, TextEmbeddingObservation, make_sb3_env
+from dreamgym_env.wrappers import DiscreteAdmissibleActions, make_sb3_env
 
 ENV_ID = "DreamGym-MiniWoB-v0"
 

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, Sequence
 
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult

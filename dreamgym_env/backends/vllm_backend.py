@@ -12,7 +12,6 @@ import gc
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult

@@ -400,7 +400,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
     steps_per_epoch = len(epochs[0])
-    full, frac = int(cfg.epochs), cfg.epochs - int(cfg.epochs)
+    frac = cfg.epochs - int(cfg.epochs)
     if frac:
         epochs[-1] = epochs[-1][: max(1, int(len(epochs[-1]) * frac))]
     total_steps = sum(len(b) for b in epochs)

@@ -76,18 +76,23 @@ class SimToRealConfig:
             raise ValueError(f"real_steps ({self.real_steps}) must be >= 10 (S2R gets a tenth)")
 
 
-def _grpo_config(cfg: SimToRealConfig, arm: str, seed: int, run_dir: Path):
+def run_dir(cfg: SimToRealConfig, arm: str, seed: int) -> Path:
+    """Where one arm of one seed keeps its run (result.json, metrics.csv, policy.pt)."""
+    return Path(cfg.output_dir) / f"{arm}-seed{seed}"
+
+
+def _grpo_config(cfg: SimToRealConfig, arm: str, seed: int, output_dir: Path):
     """The GRPOConfig of one arm and seed."""
     from dreamgym_env.trainers.grpo import GRPOConfig
 
     steps_per_iteration = cfg.groups * cfg.num_generations * max(1, cfg.max_steps // 2)
     common = dict(task_ids=list(cfg.families), groups=cfg.groups, num_generations=cfg.num_generations,
-                  max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=seed, output_dir=str(run_dir),
+                  max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=seed, output_dir=str(output_dir),
                   eval_env_id=cfg.real_env, eval_episodes=cfg.eval_episodes * len(cfg.families), eval_seed=cfg.eval_seed)
     if arm in ("real", "s2r"):
         budget = cfg.real_steps if arm == "real" else max(1, cfg.real_steps // 10)
         every = max(1, budget // steps_per_iteration // cfg.eval_points)
-        init = str(Path(cfg.output_dir) / f"synthetic-seed{seed}" / "policy.pt") if arm == "s2r" else ""
+        init = str(run_dir(cfg, "synthetic", seed) / "policy.pt") if arm == "s2r" else ""
         return GRPOConfig(env_id=cfg.real_env, max_env_steps=budget, iterations=10**6, eval_every=every,
                           init_from=init, curriculum=True, generated_share=0.0, **common)
     return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs), iterations=cfg.synthetic_iterations,
@@ -98,12 +103,12 @@ def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, 
     """Train and evaluate one arm for one seed (or read its finished result)."""
     from dreamgym_env.trainers.grpo import train
 
-    run_dir = Path(cfg.output_dir) / f"{arm}-seed{seed}"
-    result_path = run_dir / "result.json"
+    out_dir = run_dir(cfg, arm, seed)
+    result_path = out_dir / "result.json"
     if result_path.is_file():
         logger.info("%s seed %d: done before, reading %s", arm, seed, result_path)
         return json.loads(result_path.read_text())
-    grpo = _grpo_config(cfg, arm, seed, run_dir)
+    grpo = _grpo_config(cfg, arm, seed, out_dir)
     if grpo.init_from and not Path(grpo.init_from).is_file():
         raise FileNotFoundError(
             f"the s2r arm of seed {seed} starts from {grpo.init_from}, which is missing (policies are not kept in git): "
@@ -116,12 +121,12 @@ def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, 
     curve = [{"real_steps": e["env_steps"] if real_used else 0, "success_rate": e["success_rate"],
               **{k: v for k, v in e.items() if k.startswith("success/")}} for e in out["evaluations"]]
     if arm == "s2r":  # the curve starts where the synthetic policy stands, at 0 real steps
-        start = json.loads((Path(cfg.output_dir) / f"synthetic-seed{seed}" / "result.json").read_text())["final"]
+        start = json.loads((run_dir(cfg, "synthetic", seed) / "result.json").read_text())["final"]
         curve.insert(0, {**start, "real_steps": 0})
     result = {"arm": arm, "seed": seed, "real_steps_used": real_used,
               "synthetic_steps_used": 0 if real_used else out["env_steps"], "curve": curve, "final": curve[-1],
               "wall_s": time.perf_counter() - began}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2))
     return result
 
@@ -159,11 +164,11 @@ def finished_results(cfg: SimToRealConfig) -> tuple[dict[str, list[dict[str, Any
     missing = []
     for seed in cfg.seeds:
         for arm in results:
-            path = Path(cfg.output_dir) / f"{arm}-seed{seed}" / "result.json"
+            path = run_dir(cfg, arm, seed) / "result.json"
             if path.is_file():
                 results[arm].append(json.loads(path.read_text()))
             else:
-                missing.append(f"{arm}-seed{seed}")
+                missing.append(path.parent.name)
     return results, missing
 
 

@@ -66,7 +66,7 @@ class TransformersBackend:
         structured_outputs: bool = True,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import transformers  # noqa: F401  (a missing install fails here, before the model is resolved)
 
         from dreamgym_env.backends.default_model import resolve_model
 

@@ -34,7 +34,17 @@ _EXPORTS = {
     "transition_id": "store",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AddResult",
+    "ExperienceBuffer",
+    "HashingEmbeddingFunction",
+    "MiniLMEmbeddingFunction",
+    "Retrieved",
+    "get_embedder",
+    "key_text",
+    "transition_id",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

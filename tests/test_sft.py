@@ -18,6 +18,7 @@ from dreamgym_env.schema import Transition, parse_model_output
 from dreamgym_env.sft.annotate import LLMAnnotator, annotate_trajectories, rule_reasoning
 from dreamgym_env.sft.data import IGNORE, REASONING, STATE, tokenize_example, train_buffer
 from dreamgym_env.sft.examples import build_examples
+from dreamgym_env.sft.train import SFTConfig
 
 
 def _transition(**kw) -> Transition:
@@ -47,6 +48,22 @@ def test_rule_reasoning_names_element_change_and_outcome():
     assert "[9] is not on the page" in invalid and "Nothing changes" in invalid
     removed = rule_reasoning(_transition(next_state='[4] button "Submit"\n[7] div "Done"'))
     assert "[7] appears" in removed and "[5] disappears" in removed
+
+
+def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
+    wrong = _transition(goal='Click on the "Cancel" button.', done=True)
+    assert "matches none" not in rule_reasoning(wrong)
+    assert 'The element matches none of the goal\'s "Cancel".' in rule_reasoning(wrong, "v2")
+    right = _transition(goal='Click on the "Submit" button.', reward=1.0, done=True)
+    assert rule_reasoning(right, "v2") == rule_reasoning(right)  # a match reads the same in both
+    typed = _transition(action='type [5] "Kasia"', next_state='[4] button "Submit"\n[5] input_text value="Kasia" id="tt"')
+    assert 'The text matches none of the goal\'s "Kasie".' in rule_reasoning(typed, "v2")
+    no_terms = _transition(goal="Click the button.")
+    assert rule_reasoning(no_terms, "v2") == rule_reasoning(no_terms)
+    with pytest.raises(ValueError, match="unknown rule version 'v9'"):
+        rule_reasoning(wrong, "v9")
+    with pytest.raises(ValueError, match="unknown rule version"):
+        SFTConfig(reasoning_rule="v9")
 
 
 def test_annotate_keeps_existing_reasoning_unless_overwrite(trajectories, tmp_path):

@@ -4,6 +4,11 @@ The rule annotator needs element-line states (``[ref] tag "text" ...``, MiniWoB)
 element the action hit, how it relates to the goal, what changed on the page and whether the
 goal is met. Every word comes from the recorded transition, so the trace is faithful. Domains
 without such a rule use :class:`LLMAnnotator`, paper-style, through any backend.
+
+Rule versions (:data:`RULE_VERSIONS`): ``v1`` says only when the typed text or the element
+matches the goal's words (the shipped ``miniwob-v0`` model was trained on it); ``v2`` also says
+when it matches none of them, so that a wrong click is explained by the comparison that makes
+its reward 0, not only by the outcome.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ logger = logging.getLogger(__name__)
 #: Length cap of a reasoning trace (the output schema's ``reasoning_chars`` is 300).
 MAX_REASONING_CHARS = 280
 _MAX_CHANGES = 4
+#: Versions of the rule annotation (see the module docstring); v1 is the default.
+RULE_VERSIONS = ("v1", "v2")
+
+
+def check_rule_version(version: str) -> str:
+    """``version`` if it is a known rule version, else a ValueError naming the known ones."""
+    if version not in RULE_VERSIONS:
+        raise ValueError(f"unknown rule version {version!r}; known: {', '.join(RULE_VERSIONS)}")
+    return version
 
 
 def _clip(text: str, limit: int) -> str:
@@ -66,8 +80,9 @@ def _goal_terms(goal: str) -> list[str]:
     return type_candidates(goal, limit=8)
 
 
-def _goal_match(action: str, line: str, goal: str) -> list[str]:
-    """A sentence on how the typed/selected string, or else the element's text, meets the goal."""
+def _goal_match(action: str, line: str, goal: str, contrast: bool = False) -> list[str]:
+    """A sentence on how the typed/selected string, or else the element's text, meets the goal;
+    with ``contrast``, also one when it matches none of the goal's words."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     argument = action.split("]", 1)[1].strip() if "]" in action else ""
@@ -77,15 +92,20 @@ def _goal_match(action: str, line: str, goal: str) -> list[str]:
         pass
     element = parse_line(line)
     subject, haystack = ("the text", argument) if argument else ("the element", element.text if element else line)
-    matched = [term for term in _goal_terms(goal) if term.lower() in str(haystack).lower()]
+    terms = _goal_terms(goal)
+    matched = [term for term in terms if term.lower() in str(haystack).lower()]
     if not matched:
-        return []
+        if not (contrast and terms):
+            return []
+        quoted = ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])
+        return [f"{subject.capitalize()} matches none of the goal's {quoted}."]
     quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
     return [f"{subject.capitalize()} matches the goal's {quoted}."]
 
 
-def rule_reasoning(transition: Transition) -> str:
+def rule_reasoning(transition: Transition, version: str = "v1") -> str:
     """A faithful reasoning trace for an element-line transition (see the module docstring)."""
+    check_rule_version(version)
     t = transition
     lines = {line_ref(l): l.strip() for l in t.state.splitlines() if line_ref(l) is not None}
     ref = _acted_ref(t.action)
@@ -97,7 +117,7 @@ def rule_reasoning(transition: Transition) -> str:
     elif ref and ref in lines:
         target = _clip(lines[ref], 70)
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        parts += _goal_match(t.action, lines[ref], t.goal)
+        parts += _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)
@@ -196,12 +216,15 @@ def annotate_trajectories(
     backend=None,
     overwrite: bool = False,
     progress: bool = False,
+    rule_version: str = "v1",
 ) -> list[Trajectory]:
     """Fill ``reasoning`` of every transition (kept when present, unless ``overwrite``).
 
     Args:
         method: ``"rule"`` (element-line states) or ``"llm"`` (needs ``backend``).
+        rule_version: version of the rule annotation (:data:`RULE_VERSIONS`).
     """
+    check_rule_version(rule_version)
     if method not in ("rule", "llm"):
         raise ValueError(f"method must be 'rule' or 'llm', got {method!r}")
     if method == "llm" and backend is None:
@@ -209,7 +232,7 @@ def annotate_trajectories(
     trajectories = list(trajectories)
     todo = [t for tr in trajectories for t in tr.transitions if overwrite or not t.reasoning]
     if method == "rule":
-        texts = [rule_reasoning(t) for t in tqdm(todo, desc="annotate", disable=not progress)]
+        texts = [rule_reasoning(t, rule_version) for t in tqdm(todo, desc="annotate", disable=not progress)]
     else:
         annotator = LLMAnnotator(backend)
         texts = []
@@ -233,6 +256,8 @@ def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     parser.add_argument("--backend", default=None, help="backend spec for --method llm (http://host:port/v1, "
                         "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
     parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
+    parser.add_argument("--rule-version", choices=RULE_VERSIONS, default="v1",
+                        help="v1: says when the element/text matches the goal; v2: also when it matches none")
     parser.set_defaults(func=_cmd_annotate)
     return parser
 
@@ -246,7 +271,8 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 
         backend = make_backend(args.backend)
     trajectories = annotate_trajectories(
-        read_trajectories(args.input), args.method, backend, args.overwrite, progress=True
+        read_trajectories(args.input), args.method, backend, args.overwrite, progress=True,
+        rule_version=args.rule_version,
     )
     write_trajectories(args.output, trajectories)
     n = sum(len(t.transitions) for t in trajectories)

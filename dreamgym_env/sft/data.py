@@ -39,13 +39,15 @@ def load_split(
     seed: int = 0,
     annotate: bool = True,
     reasoning: bool = True,
+    rule_version: str = "v1",
 ) -> Split:
     """Read trajectory files and split them: whole episodes go to test with ``test_fraction``,
     and every episode of ``held_out_families`` goes to test.
 
     Transitions without reasoning are annotated by rule when ``annotate`` is set (element-line
     states); otherwise they train with an empty reasoning. ``reasoning=False`` empties every
-    transition's reasoning (the ablation without reasoning).
+    transition's reasoning (the ablation without reasoning). ``rule_version`` picks the rule
+    annotation (:data:`~dreamgym_env.sft.annotate.RULE_VERSIONS`).
     """
     import dataclasses
 
@@ -61,7 +63,7 @@ def load_split(
     missing = sum(1 for tr in trajectories for t in tr.transitions if not t.reasoning)
     if missing and annotate and reasoning:
         logger.info("annotating %d transitions without reasoning (rule)", missing)
-        trajectories = annotate_trajectories(trajectories, "rule")
+        trajectories = annotate_trajectories(trajectories, "rule", rule_version=rule_version)
     known = {t.task_id for t in trajectories}
     unknown = sorted(set(held_out_families) - known)
     if unknown:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from dreamgym_env.backends.default_model import MODEL_CARD
 from dreamgym_env.config_args import add_config_arguments
 from dreamgym_env.prompts import PROMPT_VERSION, check_prompt_version
+from dreamgym_env.sft.annotate import check_rule_version
 from dreamgym_env.sft.data import IGNORE, REASONING, STATE
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,11 @@ class SFTConfig:
     init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
     init_adapter: str | None = field(default=None, metadata={"help": "Start from this trained LoRA adapter (a model directory written by dreamgym sft, same base and rank), e.g. to move a model to a new prompt version for a fraction of the first budget."})
     prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
+    reasoning_rule: str = field(default="v1", metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none (sft.annotate.RULE_VERSIONS); written to the model card."})
 
     def __post_init__(self) -> None:
         check_prompt_version(self.prompt_version)
+        check_rule_version(self.reasoning_rule)
         if self.init_adapter is not None and (self.init != "pretrained" or not self.lora_rank):
             raise ValueError("init_adapter continues a LoRA adapter: it needs init='pretrained' and --lora-rank > 0")
         if self.init not in ("pretrained", "scratch"):
@@ -117,7 +120,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
     key = {"files": files, "sizes": [os.path.getsize(f) for f in files], "top_k": top_k, "history": history,
            "state_format": state_format, "test_fraction": cfg.test_fraction,
            "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length,
-           "reasoning": cfg.reasoning, "prompt_version": cfg.prompt_version}
+           "reasoning": cfg.reasoning, "prompt_version": cfg.prompt_version, "reasoning_rule": cfg.reasoning_rule}
     cache = Path(cfg.output_dir) / "dataset.pt"
     if cache.is_file():
         cached = torch.load(cache, weights_only=False)
@@ -125,7 +128,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
             return cached
         logger.info("dataset cache %s is for another config; rebuilding", cache)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
-                       seed=cfg.split_seed, reasoning=cfg.reasoning)
+                       seed=cfg.split_seed, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
     buffer = train_buffer(split.train)
     out: dict[str, Any] = {"key": key, "split": split.manifest(), "top_k": top_k, "history_length": history,
                            "state_format": state_format}

@@ -148,7 +148,7 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
     cfg = SFTConfig(**card["config"])
     domain, files, top_k, history, state_format = _resolve(cfg)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
-                       seed=cfg.split_seed, reasoning=cfg.reasoning)
+                       seed=cfg.split_seed, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
     held = set(cfg.held_out_families)
     test = split.test
     if max_per_group is not None:  # sample episodes first, so that only the sample's examples are built

@@ -46,3 +46,16 @@ def test_ablation_study_trains_scores_resumes_and_reports(tmp_path):
     stamp = (tmp_path / "runs" / "full" / "result.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished variants are read, not retrained
     assert (tmp_path / "runs" / "full" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_report_lists_the_variants_not_run_yet():
+    from dreamgym_env.experiments.ablations import AblationConfig, format_report
+
+    scores = {"valid_output": 1.0, "reward_done_acc": 0.9, "exact_non_terminal": 0.8, "exact_state_changing": 0.7}
+    done = {"variant": "full", "steps": 10, "train_hours": 1.0, "teacher_forced": {"exact_state_non_terminal": 0.85},
+            "greedy": {"seen": scores, "held_out_families": scores}}
+    cfg = AblationConfig(variants=["full", "no-retrieval", "no-history"])
+    report = format_report(cfg, [done], "python -m dreamgym_env.experiments.ablations")
+    assert "| full |" in report and "| 0.850 |" in report and "| no-retrieval |" not in report
+    assert "**Not run yet**: no-retrieval, no-history" in report
+    assert "Not run yet" not in format_report(AblationConfig(variants=["full"]), [done], "cmd")

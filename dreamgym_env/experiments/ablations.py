@@ -108,7 +108,7 @@ def _cell(value: Any) -> str:
 
 
 def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: str) -> str:
-    """The markdown report: one row per variant."""
+    """The markdown report: one row per finished variant, then the variants not run yet."""
     lines = [
         "# Experience-model ablations (MiniWoB)", "",
         "Each variant is the shipped model's recipe with one thing taken away, trained on the same "
@@ -134,6 +134,9 @@ def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: s
             f"| {_cell(seen.get('exact_non_terminal'))} | {_cell(seen.get('exact_state_changing'))} "
             f"| {_cell(unseen.get('reward_done_acc'))} | {_cell(unseen.get('exact_state_changing'))} |"
         )
+    missing = [v for v in cfg.variants if v not in {r["variant"] for r in results}]
+    if missing:
+        lines += ["", f"**Not run yet**: {', '.join(missing)} (rerun the command: finished variants are read back)."]
     return "\n".join(lines) + "\n"
 
 
@@ -141,11 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     from dreamgym_env.experiments.cli import parse_experiment
 
     cfg, command = parse_experiment(AblationConfig, "dreamgym_env.experiments.ablations", __doc__, argv)
-    results = [run_variant(cfg, v) for v in cfg.variants]
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(format_report(cfg, results, command))
-    logger.info("report: %s", out)
+    results: list[dict[str, Any]] = []
+    for variant in cfg.variants:  # the report is rewritten after each variant, so a long study shows progress
+        results.append(run_variant(cfg, variant))
+        out.write_text(format_report(cfg, results, command))
+        logger.info("report (%d of %d variants): %s", len(results), len(cfg.variants), out)
     return 0
 
 

@@ -270,6 +270,10 @@ def _served_by() -> str:
     return f" The synthetic env's model was served by {len(urls)} vLLM server(s) (DREAMGYM_BASE_URL)." if urls else ""
 
 
+#: Marker of each arm drawn as a single point at 0 real steps.
+POINT_MARKERS = {"untrained": "s", "synthetic": "D", "synthetic-no-curriculum": "^"}
+
+
 def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
     """Mean real success against real steps used, one line per arm; False without matplotlib."""
     try:
@@ -295,6 +299,10 @@ def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
         # seeds evaluate at different step counts: average their curves interpolated on every seed's points
         grid = sorted({v for x, _ in curves for v in x if v <= min(max(x) for x, _ in curves)})
         mean = [np.mean([np.interp(g, x, y) for x, y in curves]) for g in grid]
+        if len(grid) == 1:  # an arm with no real step: a larger marker drawn over the curves starting there
+            ax.plot(grid, mean, linestyle="none", marker=POINT_MARKERS.get(arm, "s"), markersize=9, zorder=3,
+                    label=f"{arm} (mean of {len(runs)})")
+            continue
         line, = ax.plot(grid, mean, marker="o", label=f"{arm} (mean of {len(runs)})")
         for x, y in curves if len(runs) > 1 and len(grid) > 1 else []:
             ax.plot(x, y, color=line.get_color(), alpha=0.3, linewidth=0.8)

@@ -58,3 +58,7 @@ class MissingDependencyError(DreamGymError, ImportError):
 
 class ModelNotFoundError(DreamGymError, FileNotFoundError):
     """A model path that does not exist or holds no model."""
+
+
+class DataNotFoundError(DreamGymError, FileNotFoundError):
+    """A trajectory data file that does not exist."""

@@ -80,3 +80,7 @@ def test_user_errors_are_one_clear_line_and_exit_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "dreamgym eval-model: error:" in err and "dreamgym_model.json" in err and "Traceback" not in err
+    code = main(["eval-model", "--data", str(tmp_path / "missing.jsonl.gz")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no such trajectory file(s)" in err and "missing.jsonl.gz" in err and "Traceback" not in err

@@ -231,6 +231,12 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     broken = evaluate_model(ScriptedBackend(lambda r: "not json"), card=card)
     assert broken.seen["valid_output"] == 0.0 and broken.seen["reward_done_acc"] == 0.0
     assert "held-out families" in format_table(oracle)
+    elsewhere = {"config": asdict(SFTConfig(data=[str(tmp_path / "gone.jsonl")], test_fraction=0.3,
+                                            held_out_families=["click-test"]))}
+    overridden = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=elsewhere,
+                                data=[str(data)])  # --data: the same split, from another file list
+    for mine, theirs in ((overridden.seen, oracle.seen), (overridden.held_out_families, oracle.held_out_families)):
+        assert json.dumps(mine, sort_keys=True) == json.dumps(theirs, sort_keys=True)  # NaN-safe equality
     sample = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card, max_per_group=2)
     assert sample.seen["transitions"] == sample.held_out_families["transitions"] == 2
     assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0

@@ -134,10 +134,14 @@ def generate_answers(backend: Any, examples: Sequence[Any], schema: dict[str, An
 
 
 def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, seed: int = 0,
-                  progress: bool = False) -> tuple[list[Any], dict[str, Any], int]:
+                  progress: bool = False, data: Sequence[str] | None = None) -> tuple[list[Any], dict[str, Any], int]:
     """The model's test examples rebuilt from its card (demos from the training episodes only),
     at most ``max_per_group`` drawn from each group (held-out episodes of seen families, held-out
-    families); returns (examples, output schema, max output tokens)."""
+    families); returns (examples, output schema, max output tokens).
+
+    ``data`` replaces the card's data files, split the same way (a stable hash of episode ids):
+    e.g. a model trained on more data scored on the test split of an earlier model's data, so that
+    both are scored on the same transitions with demos from the same training episodes."""
     import random
 
     from dreamgym_env.schema import output_json_schema
@@ -145,7 +149,7 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
     from dreamgym_env.sft.examples import build_examples
     from dreamgym_env.sft.train import SFTConfig, _resolve
 
-    cfg = SFTConfig(**card["config"])
+    cfg = SFTConfig(**{**card["config"], **({"data": list(data)} if data else {})})
     domain, files, top_k, history, state_format = _resolve(cfg)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
                        seed=cfg.split_seed, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
@@ -184,13 +188,16 @@ def evaluate_model(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
+    data: Sequence[str] | None = None,
 ) -> EvalResult:
-    """Rebuild the model's test split from its card and score the backend on it (at most
-    ``max_per_group`` examples of seen families and as many of held-out families)."""
+    """Rebuild the model's test split from its card (or from ``data``, see :func:`test_examples`)
+    and score the backend on it (at most ``max_per_group`` examples of seen families and as many
+    of held-out families)."""
     from dreamgym_env.sft.train import SFTConfig
 
     held = set(SFTConfig(**card["config"]).held_out_families)
-    examples, schema, max_tokens = test_examples(card, max_per_group=max_per_group, seed=seed, progress=progress)
+    examples, schema, max_tokens = test_examples(card, max_per_group=max_per_group, seed=seed, progress=progress,
+                                                 data=data)
     texts, seconds, tokens = generate_answers(backend, examples, schema, max_tokens, batch_size, progress)
     scored = [score(e, t) for e, t in zip(examples, texts)]
     per_family: dict[str, dict[str, Any]] = {}
@@ -228,6 +235,9 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "examples of seen families and as many of held-out families (default: all)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", nargs="+", default=None, help="score on the test split of these trajectory "
+                        "files instead of the model's own training data (same stable split by episode id), "
+                        "e.g. to compare a model trained on more data with the shipped one")
     parser.add_argument("--output", default=None, help="also write the figures as JSON here")
     parser.set_defaults(func=_cmd_eval)
     return parser
@@ -250,9 +260,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         raise ModelNotFoundError(f"{model_dir} has no {MODEL_CARD}: eval-model needs a model written by dreamgym sft")
     card = json.loads(card_path.read_text())
+    missing = [f for f in args.data or [] if not Path(f).is_file()]
+    if missing:
+        from dreamgym_env.errors import DataNotFoundError
+
+        raise DataNotFoundError(f"--data: no such trajectory file(s): {', '.join(missing)}")
     backend = make_backend(args.backend or f"transformers:{model_dir}", shared=False)
     result = evaluate_model(backend, card=card, max_per_group=args.max_per_group, seed=args.seed,
-                            batch_size=args.batch_size, progress=True)
+                            batch_size=args.batch_size, progress=True, data=args.data)
     print(format_table(result))
     print(f"\n{result.tokens_per_s:.1f} completion tokens/s, {result.requests_per_s:.2f} transitions/s ({result.model})")
     if args.output:

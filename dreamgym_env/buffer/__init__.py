@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from dreamgym_env.buffer.embedders import (
+if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ imports these lazily
+    from dreamgym_env.buffer.embedders import (  # noqa: F401
         HashingEmbeddingFunction,
         MiniLMEmbeddingFunction,
         get_embedder,
     )
-    from dreamgym_env.buffer.store import (
+    from dreamgym_env.buffer.store import (  # noqa: F401
         AddResult,
         ExperienceBuffer,
         Retrieved,
@@ -34,17 +34,7 @@ _EXPORTS = {
     "transition_id": "store",
 }
 
-__all__ = [
-    "AddResult",
-    "ExperienceBuffer",
-    "HashingEmbeddingFunction",
-    "MiniLMEmbeddingFunction",
-    "Retrieved",
-    "get_embedder",
-    "key_text",
-    "transition_id",
-]
-assert sorted(__all__) == sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -134,7 +134,8 @@ def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: s
             f"| {_cell(seen.get('exact_non_terminal'))} | {_cell(seen.get('exact_state_changing'))} "
             f"| {_cell(unseen.get('reward_done_acc'))} | {_cell(unseen.get('exact_state_changing'))} |"
         )
-    missing = [v for v in cfg.variants if v not in {r["variant"] for r in results}]
+    finished = {r["variant"] for r in results}
+    missing = [v for v in cfg.variants if v not in finished]
     if missing:
         lines += ["", f"**Not run yet**: {', '.join(missing)} (rerun the command: finished variants are read back)."]
     return "\n".join(lines) + "\n"

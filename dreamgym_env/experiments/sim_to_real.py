@@ -304,7 +304,7 @@ def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:
                     label=f"{arm} (mean of {len(runs)})")
             continue
         line, = ax.plot(grid, mean, marker="o", label=f"{arm} (mean of {len(runs)})")
-        for x, y in curves if len(runs) > 1 and len(grid) > 1 else []:
+        for x, y in curves if len(runs) > 1 else []:
             ax.plot(x, y, color=line.get_color(), alpha=0.3, linewidth=0.8)
     ax.set_xlabel("real steps used in RL")
     ax.set_ylabel("real success (held-out seeds)")

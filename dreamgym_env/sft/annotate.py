@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 #: Length cap of a reasoning trace (the output schema's ``reasoning_chars`` is 300).
 MAX_REASONING_CHARS = 280
 _MAX_CHANGES = 4
-#: Versions of the rule annotation (see the module docstring); v1 is the default.
+#: Versions of the rule annotation (see the module docstring).
 RULE_VERSIONS = ("v1", "v2")
+#: The version the shipped model was trained on.
+DEFAULT_RULE_VERSION = "v1"
 
 
 def check_rule_version(version: str) -> str:
@@ -103,7 +105,7 @@ def _goal_match(action: str, line: str, goal: str, contrast: bool = False) -> li
     return [f"{subject.capitalize()} matches the goal's {quoted}."]
 
 
-def rule_reasoning(transition: Transition, version: str = "v1") -> str:
+def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) -> str:
     """A faithful reasoning trace for an element-line transition (see the module docstring)."""
     check_rule_version(version)
     t = transition
@@ -117,7 +119,7 @@ def rule_reasoning(transition: Transition, version: str = "v1") -> str:
     elif ref and ref in lines:
         target = _clip(lines[ref], 70)
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        parts += _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")
+        parts += _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")  # v1 never states a non-match
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)
@@ -216,7 +218,7 @@ def annotate_trajectories(
     backend=None,
     overwrite: bool = False,
     progress: bool = False,
-    rule_version: str = "v1",
+    rule_version: str = DEFAULT_RULE_VERSION,
 ) -> list[Trajectory]:
     """Fill ``reasoning`` of every transition (kept when present, unless ``overwrite``).
 
@@ -256,7 +258,7 @@ def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     parser.add_argument("--backend", default=None, help="backend spec for --method llm (http://host:port/v1, "
                         "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
     parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
-    parser.add_argument("--rule-version", choices=RULE_VERSIONS, default="v1",
+    parser.add_argument("--rule-version", choices=RULE_VERSIONS, default=DEFAULT_RULE_VERSION,
                         help="v1: says when the element/text matches the goal; v2: also when it matches none")
     parser.set_defaults(func=_cmd_annotate)
     return parser

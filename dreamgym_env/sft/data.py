@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from dreamgym_env.schema import Trajectory
+from dreamgym_env.sft.annotate import DEFAULT_RULE_VERSION, annotate_trajectories
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def load_split(
     seed: int = 0,
     annotate: bool = True,
     reasoning: bool = True,
-    rule_version: str = "v1",
+    rule_version: str = DEFAULT_RULE_VERSION,
 ) -> Split:
     """Read trajectory files and split them: whole episodes go to test with ``test_fraction``,
     and every episode of ``held_out_families`` goes to test.
@@ -52,7 +53,6 @@ def load_split(
     import dataclasses
 
     from dreamgym_env.collect import read_trajectories, split_trajectories
-    from dreamgym_env.sft.annotate import annotate_trajectories
 
     trajectories = [t for f in files for t in read_trajectories(f)]
     if not trajectories:

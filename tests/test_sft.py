@@ -242,6 +242,23 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0
 
 
+def test_summary_splits_episode_endings_by_real_outcome():
+    """A model that rewards every ending is right on every success and wrong on every failure;
+    the outcome split shows it where the overall reward accuracy reads 0.875."""
+    from dreamgym_env.sft.evaluate import Scored, summarize
+
+    def ending(succeeded: bool, predicted_reward: float) -> Scored:
+        return Scored(valid=True, reward_ok=predicted_reward == float(succeeded), done_ok=True, exact=True,
+                      copy_exact=False, terminal=True, changed=True, f1=1.0, task_id="click-button",
+                      succeeded=succeeded)
+
+    generous = [ending(True, 1.0), ending(True, 1.0), ending(False, 1.0), ending(False, 0.0)]
+    row = summarize(generous + [Scored(True, True, True, True, True, False, False, 1.0, "click-button")] * 4)
+    assert row["reward_acc"] == 0.875
+    assert (row["successful_endings"], row["reward_acc_successful_endings"]) == (2, 1.0)
+    assert (row["failed_endings"], row["reward_acc_failed_endings"]) == (2, 0.5)
+
+
 def test_ablation_switches_no_reasoning_and_from_scratch(trajectories, tmp_path):
     """--no-reasoning trains answers with an empty reasoning; --init scratch starts from random
     weights of the base's architecture (and refuses LoRA)."""

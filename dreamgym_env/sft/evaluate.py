@@ -38,6 +38,7 @@ class Scored:
     changed: bool
     f1: float
     task_id: str
+    succeeded: bool = False  # the real transition earned a positive reward
 
 
 def element_f1(predicted: str, real: str) -> float:
@@ -76,6 +77,7 @@ def score(example: Any, raw: str | None) -> Scored:
         changed=t.state != t.next_state,
         f1=element_f1(predicted_state, t.next_state) if valid else 0.0,
         task_id=t.task_id,
+        succeeded=t.reward > 0,
     )
 
 
@@ -88,6 +90,10 @@ def summarize(scored: Sequence[Scored]) -> dict[str, float | int]:
 
     non_terminal = [s for s in scored if not s.terminal]
     changing = [s for s in non_terminal if s.changed]
+    # Episode endings split by the real outcome: a model that rewards every ending is right on
+    # the successes and wrong on every failure, which one overall reward accuracy hides.
+    failed = [s for s in scored if s.terminal and not s.succeeded]
+    succeeded = [s for s in scored if s.terminal and s.succeeded]
     return {
         "transitions": len(scored),
         "valid_output": rate(scored, "valid"),
@@ -100,6 +106,10 @@ def summarize(scored: Sequence[Scored]) -> dict[str, float | int]:
         "state_changing": len(changing),
         "exact_state_changing": rate(changing, "exact"),
         "element_f1_non_terminal": sum(s.f1 for s in non_terminal) / max(1, len(non_terminal)),
+        "failed_endings": len(failed),
+        "reward_acc_failed_endings": rate(failed, "reward_ok"),
+        "successful_endings": len(succeeded),
+        "reward_acc_successful_endings": rate(succeeded, "reward_ok"),
     }
 
 
@@ -216,7 +226,8 @@ def evaluate_model(
 def format_table(result: EvalResult) -> str:
     """Markdown table of the two test sets."""
     keys = ["transitions", "valid_output", "reward_done_acc", "reward_acc", "done_acc", "exact_non_terminal",
-            "copy_exact_non_terminal", "exact_state_changing", "element_f1_non_terminal"]
+            "copy_exact_non_terminal", "exact_state_changing", "element_f1_non_terminal",
+            "reward_acc_failed_endings", "reward_acc_successful_endings"]
     lines = ["| test set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, row in (("held-out episodes, seen families", result.seen), ("held-out families", result.held_out_families)):
         cells = [f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys]

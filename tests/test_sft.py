@@ -242,6 +242,19 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0
 
 
+def test_card_data_named_inside_the_package_resolves_from_any_directory(tmp_path, monkeypatch):
+    """A shipped model's card names its data as ``dreamgym_env/data/...``: that resolves from any
+    working directory; a path that exists is kept as given, and an unknown one is left to fail."""
+    from dreamgym_env.sft.train import data_file
+
+    monkeypatch.chdir(tmp_path)
+    named = "dreamgym_env/data/miniwob/miniwob_real_v0.jsonl.gz"
+    assert data_file(named) == str(real_dataset_path().resolve())
+    (tmp_path / "mine.jsonl").write_text("")
+    assert data_file("mine.jsonl") == "mine.jsonl"
+    assert data_file("dreamgym_env/data/miniwob/nope.jsonl.gz") == "dreamgym_env/data/miniwob/nope.jsonl.gz"
+
+
 def test_summary_splits_episode_endings_by_real_outcome():
     """A model that rewards every ending is right on every success and wrong on every failure;
     the outcome split shows it where the overall reward accuracy reads 0.875."""

@@ -258,7 +258,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from dreamgym_env.backends import make_backend
-    from dreamgym_env.sft.train import MODEL_CARD
+    from dreamgym_env.sft.train import MODEL_CARD, data_file
 
     model_dir = Path(args.model) if args.model else None
     if model_dir is None:
@@ -271,7 +271,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         raise ModelNotFoundError(f"{model_dir} has no {MODEL_CARD}: eval-model needs a model written by dreamgym sft")
     card = json.loads(card_path.read_text())
-    missing = [f for f in args.data or [] if not Path(f).is_file()]
+    missing = [f for f in args.data or [] if not Path(data_file(f)).is_file()]
     if missing:
         from dreamgym_env.errors import DataNotFoundError
 

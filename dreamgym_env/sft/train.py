@@ -90,11 +90,23 @@ class SFTConfig:
 
 # -- setup ---------------------------------------------------------------------------------------
 
+def data_file(path: str) -> str:
+    """A data file as given or, when it is not there, relative to the installed package's parent:
+    cards of shipped models name the package's files as ``dreamgym_env/data/...``, which then
+    resolve from any working directory."""
+    if Path(path).exists():
+        return path
+    import dreamgym_env
+
+    packaged = Path(dreamgym_env.__file__).resolve().parent.parent / path
+    return str(packaged) if packaged.exists() else path
+
+
 def _resolve(cfg: SFTConfig):
     from dreamgym_env.domains import make_domain
 
     domain = make_domain(cfg.domain)
-    files = cfg.data
+    files = [data_file(f) for f in cfg.data]
     if not files:
         default = getattr(domain, "real_dataset_path", None)
         if cfg.domain == "miniwob":

@@ -266,7 +266,7 @@ def test_summary_splits_episode_endings_by_real_outcome():
                       succeeded=succeeded)
 
     generous = [ending(True, 1.0), ending(True, 1.0), ending(False, 1.0), ending(False, 0.0)]
-    row = summarize(generous + [Scored(True, True, True, True, True, False, False, 1.0, "click-button")] * 4)
+    row = summarize(generous + [Scored(True, True, True, True, True, False, False, 1.0, "click-button", False)] * 4)
     assert row["reward_acc"] == 0.875
     assert (row["successful_endings"], row["reward_acc_successful_endings"]) == (2, 1.0)
     assert (row["failed_endings"], row["reward_acc_failed_endings"]) == (2, 0.5)

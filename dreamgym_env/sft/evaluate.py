@@ -38,7 +38,7 @@ class Scored:
     changed: bool
     f1: float
     task_id: str
-    succeeded: bool = False  # the real transition earned a positive reward
+    succeeded: bool  # the real transition earned a positive reward
 
 
 def element_f1(predicted: str, real: str) -> float:

@@ -48,14 +48,19 @@ def test_ablation_study_trains_scores_resumes_and_reports(tmp_path):
     assert (tmp_path / "runs" / "full" / "result.json").stat().st_mtime_ns == stamp
 
 
-def test_report_lists_the_variants_not_run_yet():
+def test_report_lists_the_variants_not_run_yet(tmp_path):
     from dreamgym_env.experiments.ablations import AblationConfig, format_report
 
     scores = {"valid_output": 1.0, "reward_done_acc": 0.9, "exact_non_terminal": 0.8, "exact_state_changing": 0.7}
-    done = {"variant": "full", "steps": 10, "train_hours": 1.0, "teacher_forced": {"exact_state_non_terminal": 0.85},
+    done = {"variant": "full", "steps": 10, "train_tokens": 5000, "train_hours": 1.0, "teacher_forced": {"exact_state_non_terminal": 0.85},
             "greedy": {"seen": scores, "held_out_families": scores}}
-    cfg = AblationConfig(variants=["full", "no-retrieval", "no-history"])
+    # a step paused for an hour moves the summed clock, not the median speed
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "log.jsonl").write_text("\n".join(json.dumps({"step": i, "perf/tokens_per_s": s})
+                                                           for i, s in enumerate([200.0, 0.1, 210.0])))
+    cfg = AblationConfig(variants=["full", "no-retrieval", "no-history"], output_dir=str(tmp_path))
     report = format_report(cfg, [done], "python -m dreamgym_env.experiments.ablations")
     assert "| full |" in report and "| 0.850 |" in report and "| no-retrieval |" not in report
+    assert "| 10 | 5k | 1.00 | 200 |" in report
     assert "**Not run yet**: no-retrieval, no-history" in report
     assert "Not run yet" not in format_report(AblationConfig(variants=["full"]), [done], "cmd")

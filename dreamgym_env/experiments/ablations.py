@@ -107,6 +107,21 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "–"
 
 
+def median_tokens_per_s(log_path: Path) -> float | None:
+    """Median training tokens/s over the steps of a run's log.jsonl.
+
+    Robust where the summed clock is not: a run paused mid-step (SIGSTOP) or sharing the CPU
+    with other work charges that time to a few steps, which moves the sum but not the median.
+    """
+    import statistics
+
+    if not log_path.is_file():
+        return None
+    speeds = [row["perf/tokens_per_s"] for row in map(json.loads, log_path.read_text().splitlines())
+              if "perf/tokens_per_s" in row]
+    return statistics.median(speeds) if speeds else None
+
+
 def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: str) -> str:
     """The markdown report: one row per finished variant, then the variants not run yet."""
     lines = [
@@ -118,17 +133,21 @@ def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: s
         f"{', '.join(cfg.held_out_families)}; greedy sample of {cfg.max_per_group} seen-family and "
         f"{cfg.max_per_group} held-out-family transitions. Machine: {describe_machine()}. "
         f"Date: {time.strftime('%Y-%m-%d')}.", "",
+        "Hours: the training clock summed over steps; it includes any pause or CPU contention during a "
+        "step. Tok/s: the median over steps, which does not; tokens / tok/s is the uncontended time.", "",
         "TF: teacher-forced exact match of the state part on 200 held-out seen-family examples "
         "(given the true reasoning). Greedy: the model's own answers.", "",
-        "| variant | what changes | steps | hours | TF non-terminal | TF state-changing | valid | reward+done "
+        "| variant | what changes | steps | tokens | hours | tok/s | TF non-terminal | TF state-changing | valid | reward+done "
         "| exact non-terminal | exact state-changing | held-out families: reward+done | held-out families: state-changing |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         tf = r.get("teacher_forced") or {}
         seen, unseen = r["greedy"]["seen"], r["greedy"]["held_out_families"]
+        speed = median_tokens_per_s(Path(cfg.output_dir) / r["variant"] / "log.jsonl")
         lines.append(
-            f"| {r['variant']} | {VARIANTS[r['variant']][1]} | {r['steps']} | {r['train_hours']:.2f} "
+            f"| {r['variant']} | {VARIANTS[r['variant']][1]} | {r['steps']} | {r.get('train_tokens', 0) / 1e3:.0f}k "
+            f"| {r['train_hours']:.2f} | {f'{speed:.0f}' if speed else '–'} "
             f"| {_cell(tf.get('exact_state_non_terminal'))} | {_cell(tf.get('exact_state_changing'))} "
             f"| {_cell(seen.get('valid_output'))} | {_cell(seen.get('reward_done_acc'))} "
             f"| {_cell(seen.get('exact_non_terminal'))} | {_cell(seen.get('exact_state_changing'))} "

@@ -60,6 +60,17 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     assert 'The text matches none of the goal\'s "Kasie".' in rule_reasoning(typed, "v2")
     no_terms = _transition(goal="Click the button.")
     assert rule_reasoning(no_terms, "v2") == rule_reasoning(no_terms)
+    # v3 names the goal's words before the element, and a clipped trace keeps its outcome
+    v3 = rule_reasoning(wrong, "v3")
+    assert v3.startswith('The goal asks for "Cancel". Click acts on [4] button "Submit".')
+    assert v3.endswith('The element matches none of the goal\'s "Cancel". [4] gets focus. '
+                       "The episode ends without meeting the goal: reward 0.")
+    assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2")
+    many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12))
+    crowded = _transition(state=many, next_state=many.replace("a" * 40, "b" * 40), reward=1.0, done=True, action="click [4]")
+    assert len(rule_reasoning(crowded, "v2")) == 280 and "reward 1" not in rule_reasoning(crowded, "v2")
+    assert rule_reasoning(crowded, "v3").endswith("The goal is met: reward 1, the episode ends.")
+    assert len(rule_reasoning(crowded, "v3")) <= 280
     with pytest.raises(ValueError, match="unknown rule version 'v9'"):
         rule_reasoning(wrong, "v9")
     with pytest.raises(ValueError, match="unknown rule version"):

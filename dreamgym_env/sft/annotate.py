@@ -8,7 +8,11 @@ without such a rule use :class:`LLMAnnotator`, paper-style, through any backend.
 Rule versions (:data:`RULE_VERSIONS`): ``v1`` says only when the typed text or the element
 matches the goal's words (the shipped ``miniwob-v0`` model was trained on it); ``v2`` also says
 when it matches none of them, so that a wrong click is explained by the comparison that makes
-its reward 0, not only by the outcome.
+its reward 0, not only by the outcome; ``v3`` is ``v2`` with the goal's words first
+("The goal asks for ..."), so that the model copies them from the goal before it names the element
+and compares the two, and with the outcome sentence kept whole when a long trace is clipped.
+A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
+wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_REASONING_CHARS = 280
 _MAX_CHANGES = 4
 #: Versions of the rule annotation (see the module docstring).
-RULE_VERSIONS = ("v1", "v2")
+RULE_VERSIONS = ("v1", "v2", "v3")
 #: The version the shipped model was trained on.
 DEFAULT_RULE_VERSION = "v1"
 
@@ -118,6 +122,9 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         parts.append(f"The action is invalid: {where}.")
     elif ref and ref in lines:
         target = _clip(lines[ref], 70)
+        terms = _goal_terms(t.goal)
+        if version == "v3" and terms:
+            parts.append(f"The goal asks for {', '.join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
         parts += _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")  # v1 never states a non-match
     else:
@@ -140,12 +147,14 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         text = "; ".join(changes[:_MAX_CHANGES]) + (f"; {extra} more change{'s' * (extra > 1)}" if extra > 0 else "")
         parts.append(text[0].upper() + text[1:] + ".")
     if t.reward > 0:
-        parts.append("The goal is met: reward 1, the episode ends.")
+        outcome = "The goal is met: reward 1, the episode ends."
     elif t.done:
-        parts.append("The episode ends without meeting the goal: reward 0.")
+        outcome = "The episode ends without meeting the goal: reward 0."
     else:
-        parts.append("The goal is not met yet.")
-    return _clip(" ".join(parts), MAX_REASONING_CHARS)
+        outcome = "The goal is not met yet."
+    if version == "v3":  # clip what comes before, never the outcome
+        return _clip(" ".join(parts), MAX_REASONING_CHARS - len(outcome) - 1) + " " + outcome
+    return _clip(" ".join(parts + [outcome]), MAX_REASONING_CHARS)
 
 
 class LLMAnnotator:

@@ -251,6 +251,16 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     sample = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card, max_per_group=2)
     assert sample.seen["transitions"] == sample.held_out_families["transitions"] == 2
     assert sample.seen["valid_output"] == sample.held_out_families["reward_done_acc"] == 1.0
+    assert len(sample.answers) == 4 and all(a["answer"] in truth.values() for a in sample.answers)
+    failed = evaluate_model(ScriptedBackend(lambda r: truth[r.messages[1]["content"]]), card=card, endings="failed")
+    real_failures = [t for t in split.test if t.transitions[-1].done and t.transitions[-1].reward <= 0]
+    assert real_failures, "the fixture needs failed episodes in the test split"
+    assert failed.seen["transitions"] + failed.held_out_families["transitions"] == len(real_failures)
+    assert failed.seen["failed_endings"] == failed.seen["transitions"] and failed.seen["successful_endings"] == 0
+    assert {(a["trajectory_id"], a["step"]) for a in failed.answers} == {
+        (t.trajectory_id, t.transitions[-1].step) for t in real_failures}
+    with pytest.raises(ValueError, match="endings must be one of"):
+        evaluate_model(ScriptedBackend(copy), card=card, endings="lost")
 
 
 def test_card_data_named_inside_the_package_resolves_from_any_directory(tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ def run_variant(cfg: AblationConfig, variant: str) -> dict[str, Any]:
     result = {"variant": variant, "sft_config": asdict(sft), "steps": trained["steps"],
               "train_tokens": trained["train_tokens"], "train_hours": trained["train_hours"],
               "device": trained["device"], "teacher_forced": trained["held_out_teacher_forced"],
-              "greedy": asdict(greedy)}
+              "greedy": {k: v for k, v in asdict(greedy).items() if k != "answers"}}
     result_path.write_text(json.dumps(result, indent=2))
     return result
 

@@ -121,6 +121,17 @@ class EvalResult:
     tokens_per_s: float = 0.0
     requests_per_s: float = 0.0
     model: str = ""
+    #: One row per scored transition: where it is from, its real reward and done, the raw answer.
+    answers: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+#: ``--endings`` filters: which episode endings to keep (the last step, by its real reward).
+ENDINGS = ("failed", "successful")
+
+
+def _ends_as(trajectory: Any, endings: str) -> bool:
+    last = trajectory.transitions[-1] if trajectory.transitions else None
+    return last is not None and last.done and (last.reward > 0) == (endings == "successful")
 
 
 def generate_answers(backend: Any, examples: Sequence[Any], schema: dict[str, Any], max_tokens: int,
@@ -144,14 +155,18 @@ def generate_answers(backend: Any, examples: Sequence[Any], schema: dict[str, An
 
 
 def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, seed: int = 0,
-                  progress: bool = False, data: Sequence[str] | None = None) -> tuple[list[Any], dict[str, Any], int]:
+                  progress: bool = False, data: Sequence[str] | None = None,
+                  endings: str | None = None) -> tuple[list[Any], dict[str, Any], int]:
     """The model's test examples rebuilt from its card (demos from the training episodes only),
     at most ``max_per_group`` drawn from each group (held-out episodes of seen families, held-out
     families); returns (examples, output schema, max output tokens).
 
     ``data`` replaces the card's data files, split the same way (a stable hash of episode ids):
     e.g. a model trained on more data scored on the test split of an earlier model's data, so that
-    both are scored on the same transitions with demos from the same training episodes."""
+    both are scored on the same transitions with demos from the same training episodes.
+
+    ``endings`` ("failed" or "successful") keeps only the last step of the test episodes that end
+    that way: e.g. whether a model rewards wrong final clicks."""
     import random
 
     from dreamgym_env.schema import output_json_schema
@@ -165,6 +180,10 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
                        seed=cfg.split_seed, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
     held = set(cfg.held_out_families)
     test = split.test
+    if endings is not None:
+        if endings not in ENDINGS:
+            raise ValueError(f"endings must be one of {ENDINGS}, got {endings!r}")
+        test = [t for t in test if _ends_as(t, endings)]
     if max_per_group is not None:  # sample episodes first, so that only the sample's examples are built
         rng = random.Random(seed)
         groups = [[t for t in test if t.task_id not in held], [t for t in test if t.task_id in held]]
@@ -176,11 +195,14 @@ def test_examples(card: dict[str, Any], *, max_per_group: int | None = None, see
                 if taken >= max_per_group:
                     break
                 test.append(trajectory)
-                taken += len(trajectory.transitions)
+                taken += 1 if endings else len(trajectory.transitions)
     buffer = train_buffer(split.train)
     examples = build_examples(test, domain, buffer=buffer, top_k=top_k, history_length=history,
                               state_format=state_format, prompt_version=card.get("prompt_version", cfg.prompt_version), progress=progress)
     buffer.close()
+    if endings is not None:
+        last = {t.trajectory_id: t.transitions[-1].step for t in test}
+        examples = [e for e in examples if e.transition.step == last[e.transition.trajectory_id]]
     if max_per_group is not None:
         rng = random.Random(seed)
         seen = [e for e in examples if e.transition.task_id not in held]
@@ -199,6 +221,7 @@ def evaluate_model(
     batch_size: int = 32,
     progress: bool = False,
     data: Sequence[str] | None = None,
+    endings: str | None = None,
 ) -> EvalResult:
     """Rebuild the model's test split from its card (or from ``data``, see :func:`test_examples`)
     and score the backend on it (at most ``max_per_group`` examples of seen families and as many
@@ -207,7 +230,7 @@ def evaluate_model(
 
     held = set(SFTConfig(**card["config"]).held_out_families)
     examples, schema, max_tokens = test_examples(card, max_per_group=max_per_group, seed=seed, progress=progress,
-                                                 data=data)
+                                                 data=data, endings=endings)
     texts, seconds, tokens = generate_answers(backend, examples, schema, max_tokens, batch_size, progress)
     scored = [score(e, t) for e, t in zip(examples, texts)]
     per_family: dict[str, dict[str, Any]] = {}
@@ -220,6 +243,9 @@ def evaluate_model(
         tokens_per_s=tokens / seconds if seconds else 0.0,
         requests_per_s=len(examples) / seconds if seconds else 0.0,
         model=getattr(backend, "name", ""),
+        answers=[{"task_id": e.transition.task_id, "trajectory_id": e.transition.trajectory_id,
+                  "step": e.transition.step, "reward": e.transition.reward, "done": e.transition.done, "answer": t}
+                 for e, t in zip(examples, texts)],
     )
 
 
@@ -249,7 +275,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--data", nargs="+", default=None, help="score on the test split of these trajectory "
                         "files instead of the model's own training data (same stable split by episode id), "
                         "e.g. to compare a model trained on more data with the shipped one")
-    parser.add_argument("--output", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--endings", choices=ENDINGS, default=None, help="score only the last step of the test "
+                        "episodes that end this way (by their real reward), e.g. failed: does the model reward "
+                        "wrong final clicks?")
+    parser.add_argument("--output", default=None, help="also write the figures and every raw answer as JSON here")
     parser.set_defaults(func=_cmd_eval)
     return parser
 
@@ -278,7 +307,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise DataNotFoundError(f"--data: no such trajectory file(s): {', '.join(missing)}")
     backend = make_backend(args.backend or f"transformers:{model_dir}", shared=False)
     result = evaluate_model(backend, card=card, max_per_group=args.max_per_group, seed=args.seed,
-                            batch_size=args.batch_size, progress=True, data=args.data)
+                            batch_size=args.batch_size, progress=True, data=args.data, endings=args.endings)
     print(format_table(result))
     print(f"\n{result.tokens_per_s:.1f} completion tokens/s, {result.requests_per_s:.2f} transitions/s ({result.model})")
     if args.output:

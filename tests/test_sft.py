@@ -63,8 +63,15 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     # v3 names the goal's words before the element, and a clipped trace keeps its outcome
     v3 = rule_reasoning(wrong, "v3")
     assert v3.startswith('The goal asks for "Cancel". Click acts on [4] button "Submit".')
-    assert v3.endswith('The element matches none of the goal\'s "Cancel". [4] gets focus. '
-                       "The episode ends without meeting the goal: reward 0.")
+    assert v3.endswith('The element matches none of the goal\'s "Cancel". On the page, "Cancel" is nowhere. '
+                       "[4] gets focus. The episode ends without meeting the goal: reward 0.")
+    submit = _transition(state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"',
+                         next_state='[4] button "Submit" focused\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"')
+    assert 'On the page, "Kasie" is in [5] value, [6].' in rule_reasoning(submit, "v3")
+    assert "On the page" not in rule_reasoning(_transition(goal='Click on the "Submit" button.'), "v3")
+    boxes = '[5] label "Nck"\n[6] input_radio id="ch0"\n[7] label "oAJ"\n[8] input_radio id="ch1" checked\n[9] button "Submit"'
+    radio = _transition(goal="Select Nck and click Submit.", state=boxes, next_state=boxes, action="click [9]", done=True)
+    assert 'On the page, "Nck" is in [5] by [6] unchecked.' in rule_reasoning(radio, "v3")
     assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2")
     many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12))
     crowded = _transition(state=many, next_state=many.replace("a" * 40, "b" * 40), reward=1.0, done=True, action="click [4]")

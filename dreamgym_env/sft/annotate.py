@@ -10,7 +10,10 @@ matches the goal's words (the shipped ``miniwob-v0`` model was trained on it); `
 when it matches none of them, so that a wrong click is explained by the comparison that makes
 its reward 0, not only by the outcome; ``v3`` is ``v2`` with the goal's words first
 ("The goal asks for ..."), so that the model copies them from the goal before it names the element
-and compares the two, and with the outcome sentence kept whole when a long trace is clipped.
+and compares the two; when the element matches none of them (a Submit button, a wrong click), it
+also says where the goal's words are on the page ("On the page, "bwm7v" is in [5] value, [7]
+value."), what the outcome of a Submit depends on; the outcome sentence is kept whole when a
+long trace is clipped.
 A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
 wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
 """
@@ -109,6 +112,31 @@ def _goal_match(action: str, line: str, goal: str, contrast: bool = False) -> li
     return [f"{subject.capitalize()} matches the goal's {quoted}."]
 
 
+def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
+    """Where the goal's words are on the page: the elements whose value or text holds them (a
+    label with the checkbox or radio after it, and whether that one is checked)."""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    elements = [parse_line(line) for line in lines.values()]
+    parts = []
+    for term in terms:
+        hits = []
+        for i, element in enumerate(elements):
+            if element is None:
+                continue
+            if element.value and term.lower() in element.value.lower():
+                hits.append(f"[{element.ref}] value")
+            elif element.text and term.lower() in element.text.lower():
+                box = elements[i + 1] if i + 1 < len(elements) else None  # a label's checkbox or radio follows it
+                if element.tag == "label" and box is not None and box.tag in ("input_checkbox", "input_radio"):
+                    hits.append(f"[{element.ref}] by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
+                else:
+                    hits.append(f"[{element.ref}]")
+        where = "in " + ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
+        parts.append(f"{json.dumps(_clip(term, 30), ensure_ascii=False)} is {where}")
+    return "On the page, " + "; ".join(parts) + "."
+
+
 def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) -> str:
     """A faithful reasoning trace for an element-line transition (see the module docstring)."""
     check_rule_version(version)
@@ -126,7 +154,10 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         if version == "v3" and terms:
             parts.append(f"The goal asks for {', '.join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        parts += _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")  # v1 never states a non-match
+        match = _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")  # v1 never states a non-match
+        parts += match
+        if version == "v3" and terms and any("matches none" in m for m in match):
+            parts.append(_goal_locations(lines, terms[:2]))  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)

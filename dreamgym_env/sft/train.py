@@ -66,7 +66,7 @@ class SFTConfig:
     init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
     init_adapter: str | None = field(default=None, metadata={"help": "Start from this trained LoRA adapter (a model directory written by dreamgym sft, same base and rank), e.g. to move a model to a new prompt version for a fraction of the first budget."})
     prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
-    reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none (sft.annotate.RULE_VERSIONS); written to the model card."})
+    reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none, v3 names the goal's words first and where they are on the page (sft.annotate.RULE_VERSIONS); written to the model card."})
 
     def __post_init__(self) -> None:
         check_prompt_version(self.prompt_version)

@@ -299,7 +299,7 @@ def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
                         "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
     parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
     parser.add_argument("--rule-version", choices=RULE_VERSIONS, default=DEFAULT_RULE_VERSION,
-                        help="v1: says when the element/text matches the goal; v2: also when it matches none")
+                        help="v1: says when the element/text matches the goal; v2: also when it matches none; v3: the goal's words first and where they are on the page")
     parser.set_defaults(func=_cmd_annotate)
     return parser
 

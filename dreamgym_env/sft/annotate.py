@@ -89,9 +89,15 @@ def _goal_terms(goal: str) -> list[str]:
     return type_candidates(goal, limit=8)
 
 
-def _goal_match(action: str, line: str, goal: str, contrast: bool = False) -> list[str]:
-    """A sentence on how the typed/selected string, or else the element's text, meets the goal;
-    with ``contrast``, also one when it matches none of the goal's words."""
+def _quoted_goal_terms(terms: Sequence[str]) -> str:
+    """The goal's first two words, quoted and clipped, as the traces name them."""
+    return ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])
+
+
+def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = False) -> tuple[list[str], bool]:
+    """A sentence on how the typed/selected string, or else the element's text, meets the goal's
+    words ``terms``; with ``contrast``, also one when it matches none of them. Returns the
+    sentences and whether any word matched."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     argument = action.split("]", 1)[1].strip() if "]" in action else ""
@@ -101,15 +107,13 @@ def _goal_match(action: str, line: str, goal: str, contrast: bool = False) -> li
         pass
     element = parse_line(line)
     subject, haystack = ("the text", argument) if argument else ("the element", element.text if element else line)
-    terms = _goal_terms(goal)
     matched = [term for term in terms if term.lower() in str(haystack).lower()]
     if not matched:
         if not (contrast and terms):
-            return []
-        quoted = ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])
-        return [f"{subject.capitalize()} matches none of the goal's {quoted}."]
+            return [], False
+        return [f"{subject.capitalize()} matches none of the goal's {_quoted_goal_terms(terms)}."], False
     quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
-    return [f"{subject.capitalize()} matches the goal's {quoted}."]
+    return [f"{subject.capitalize()} matches the goal's {quoted}."], True
 
 
 def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
@@ -152,11 +156,11 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         target = _clip(lines[ref], 70)
         terms = _goal_terms(t.goal)
         if version == "v3" and terms:
-            parts.append(f"The goal asks for {', '.join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])}.")
+            parts.append(f"The goal asks for {_quoted_goal_terms(terms)}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        match = _goal_match(t.action, lines[ref], t.goal, contrast=version != "v1")  # v1 never states a non-match
+        match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1")  # v1 never states a non-match
         parts += match
-        if version == "v3" and terms and any("matches none" in m for m in match):
+        if version == "v3" and terms and not matched:
             parts.append(_goal_locations(lines, terms[:2]))  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")

@@ -27,6 +27,7 @@ from dreamgym_env.schema import (
     parse_model_output,
 )
 from dreamgym_env.spaces import UnicodeText
+from dreamgym_env.text_env import TextWebEnv
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class StepPlan:
     outcome: tuple | None = None  # (obs, reward, terminated, truncated, info) once finished
 
 
-class DreamGymEnv(gym.Env[str, str]):
+class DreamGymEnv(TextWebEnv):
     """A web environment simulated by a reasoning experience model (DreamGym).
 
     ## Description
@@ -428,15 +429,6 @@ class DreamGymEnv(gym.Env[str, str]):
             info["admissible_actions"] = admissible
         return info
 
-    @property
-    def task(self) -> Task | None:
-        return self._task
-
-    @property
-    def state(self) -> str:
-        """The current state text (without the goal header)."""
-        return self._state
-
     def flush(self) -> None:
         """Write the synthetic transitions still held in memory to the buffer."""
         if not self._pending_writes or self.buffer is None:
@@ -448,17 +440,8 @@ class DreamGymEnv(gym.Env[str, str]):
             self._pending_writes = pending + self._pending_writes  # keep them for the next flush
             raise
 
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        if self._task is None:
-            return "(reset() not called yet)"
-        reasoning = self._last_output.reasoning if self._last_output else ""
-        return (
-            f"Task {self._task.task_id} | step {self._step} | reward {self._last_reward:.1f}"
-            f"{' | done' if self._done else ''}\nGoal: {self._goal}\n"
-            f"Reasoning: {reasoning}\nState:\n{self._state}\n"
-        )
+    def _render_details(self) -> list[str]:
+        return [f"Reasoning: {self._last_output.reasoning if self._last_output else ''}"]
 
     def close(self) -> None:
         try:

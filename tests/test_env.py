@@ -165,6 +165,25 @@ def test_render_ansi_shows_state_reasoning_reward():
     env.step("click [2]")
     text = env.render()
     assert "Reasoning: scripted: click [2]" in text and "reward 0.0" in text and "State:" in text
+    base = env.unwrapped
+    assert text == (f"Task {base.task.task_id} | step 1 | reward 0.0\nGoal: {base.goal}\n"
+                    f"Reasoning: scripted: click [2]\nState:\n{base.state}\n")
+
+
+def test_synthetic_and_real_envs_share_one_view():
+    """task / goal / state / render come from one base, so code written against the synthetic
+    env reads a real one unchanged (sim-to-real)."""
+    from dreamgym_env.domains.miniwob.real_env import MiniWoBRealEnv
+    from dreamgym_env.domains.webarena.real_env import WebArenaRealEnv
+    from dreamgym_env.text_env import TextWebEnv
+
+    for cls in (DreamGymEnv, MiniWoBRealEnv, WebArenaRealEnv):
+        assert issubclass(cls, TextWebEnv)
+        assert all(name not in vars(cls) for name in ("task", "goal", "state", "render"))
+    env = make(render_mode="ansi")
+    assert env.render() == "(reset() not called yet)"
+    obs, info = env.reset(seed=0)
+    assert env.unwrapped.goal == info["goal"] and env.unwrapped.state in obs
 
 
 def test_step_before_reset_raises():

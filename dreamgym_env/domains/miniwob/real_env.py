@@ -14,6 +14,7 @@ from dreamgym_env.domains.miniwob.domain import MiniWoBDomain
 from dreamgym_env.domains.miniwob.serialize import dom_elements
 from dreamgym_env.domains.miniwob.tasks import FAMILY_BY_ID
 from dreamgym_env.spaces import UnicodeText
+from dreamgym_env.text_env import TextWebEnv
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ T = TypeVar("T")
 SUCCESS_RAW_REWARD = 1.0
 
 
-class MiniWoBRealEnv(gym.Env[str, str]):
+class MiniWoBRealEnv(TextWebEnv):
     """Real MiniWoB++ tasks, seen and played through DreamGym's text interface.
 
     ## Description
@@ -306,29 +307,8 @@ class MiniWoBRealEnv(gym.Env[str, str]):
             "miniwob_seed": self._miniwob_seed,
         }
 
-    @property
-    def task(self) -> Task | None:
-        return self._task
-
-    @property
-    def goal(self) -> str:
-        return self._goal
-
-    @property
-    def state(self) -> str:
-        """The current state text (without the goal header)."""
-        return self._state
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        if self._task is None:
-            return "(reset() not called yet)"
-        error = f"\nLast action error: {self._last_error}" if self._last_error else ""
-        return (
-            f"Task {self._task.task_id} | step {self._step} | reward {self._last_reward:.1f}"
-            f"{' | done' if self._done else ''}\nGoal: {self._goal}{error}\nState:\n{self._state}\n"
-        )
+    def _render_details(self) -> list[str]:
+        return [f"Last action error: {self._last_error}"] if self._last_error else []
 
     def close(self) -> None:
         browser, self.browser = self.browser, None

@@ -22,6 +22,7 @@ from dreamgym_env.domains.webarena.axtree import (
 from dreamgym_env.domains.webarena.domain import WebArenaDomain
 from dreamgym_env.errors import DreamGymError, MissingDependencyError, UnknownTaskError
 from dreamgym_env.spaces import UnicodeText
+from dreamgym_env.text_env import TextWebEnv
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def check_sites_reachable(urls: Mapping[str, str], timeout_s: float = 10.0) -> N
             ) from exc
 
 
-class WebArenaRealEnv(gym.Env[str, str]):
+class WebArenaRealEnv(TextWebEnv):
     """Real WebArena tasks, seen and played through DreamGym's text interface (via BrowserGym).
 
     ## Description
@@ -467,29 +468,11 @@ class WebArenaRealEnv(gym.Env[str, str]):
             info["admissible_actions"] = admissible
         return info
 
-    @property
-    def task(self) -> Task | None:
-        return self._task
+    def _render_tags(self) -> list[str]:
+        return [self._url]
 
-    @property
-    def goal(self) -> str:
-        return self._goal
-
-    @property
-    def state(self) -> str:
-        """The current state text (without the goal header)."""
-        return self._state
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        if self._task is None:
-            return "(reset() not called yet)"
-        error = f"\nLast action error: {self._last_error}" if self._last_error else ""
-        return (
-            f"Task {self._task.task_id} | step {self._step} | reward {self._last_reward:.1f}"
-            f"{' | done' if self._done else ''} | {self._url}\nGoal: {self._goal}{error}\nState:\n{self._state}\n"
-        )
+    def _render_details(self) -> list[str]:
+        return [f"Last action error: {self._last_error}"] if self._last_error else []
 
     def _close_browser(self) -> None:
         browser_env, self.browser_env = self.browser_env, None

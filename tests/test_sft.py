@@ -13,6 +13,7 @@ import torch
 from dreamgym_env import prompts
 from dreamgym_env.collect import read_trajectories, write_trajectories
 from dreamgym_env.domains.miniwob.domain import MiniWoBDomain, real_dataset_path
+from dreamgym_env.domains.miniwob.serialize import goal_targets
 from dreamgym_env.patch import apply_patch
 from dreamgym_env.schema import Transition, parse_model_output
 from dreamgym_env.sft.annotate import LLMAnnotator, annotate_trajectories, rule_reasoning
@@ -63,7 +64,7 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     # v3 names the goal's words before the element, and a clipped trace keeps its outcome
     v3 = rule_reasoning(wrong, "v3")
     assert v3.startswith('The goal asks for "Cancel". Click acts on [4] button "Submit".')
-    assert v3.endswith('The element matches none of the goal\'s "Cancel". On the page, "Cancel" is nowhere. '
+    assert v3.endswith('The element matches none of them. On the page, "Cancel" is nowhere. '
                        "[4] gets focus. The episode ends without meeting the goal: reward 0.")
     submit = _transition(state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"',
                          next_state='[4] button "Submit" focused\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"')
@@ -71,7 +72,7 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     assert "On the page" not in rule_reasoning(_transition(goal='Click on the "Submit" button.'), "v3")
     boxes = '[5] label "Nck"\n[6] input_radio id="ch0"\n[7] label "oAJ"\n[8] input_radio id="ch1" checked\n[9] button "Submit"'
     radio = _transition(goal="Select Nck and click Submit.", state=boxes, next_state=boxes, action="click [9]", done=True)
-    assert 'On the page, "Nck" is in [5] by [6] unchecked.' in rule_reasoning(radio, "v3")
+    assert 'On the page, "Nck" is by [6] unchecked.' in rule_reasoning(radio, "v3")
     assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2")
     many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12))
     crowded = _transition(state=many, next_state=many.replace("a" * 40, "b" * 40), reward=1.0, done=True, action="click [4]")
@@ -80,6 +81,34 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     assert len(rule_reasoning(crowded, "v3")) <= 280
     with pytest.raises(ValueError, match="unknown rule version 'v9'"):
         rule_reasoning(wrong, "v9")
+
+
+def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
+    """v3 compares with the goal's targets whole (a lower-case checkbox label, one with digits, a
+    tab's name), which v1/v2's typing candidates miss; on a long trace it clips the list of
+    changes, never the page sentence that decides a Submit."""
+    assert goal_targets("Select hYtWpy, GK, REe589N and click Submit.") == ["hYtWpy", "GK", "REe589N"]
+    assert goal_targets("Select vJc and click Submit.") == ["vJc"]
+    assert goal_targets("Select Tanzania from the list and click Submit.") == ["Tanzania"]
+    assert goal_targets("Select nothing and click Submit.") == []
+    assert goal_targets("Click on Tab #2.") == ["Tab #2"]
+    assert goal_targets('Enter the username "vanda" and the password "97xWl" into the text fields and press login.') \
+        == ["vanda", "97xWl"]
+    names = ["hYtWpy", "GK", "REe589N"]
+    boxes = "\n".join(f'[{2 * i + 5}] label "{n}"\n[{2 * i + 6}] input_checkbox id="ch{i}"{" checked" * (i % 2)}'
+                      for i, n in enumerate(names)) + '\n[15] button "Submit"'
+    changed = "\n".join(f'[{i}] p "{"z" * 20}"' for i in range(16, 26))
+    submit = _transition(task_id="click-checkboxes", goal=f"Select {', '.join(names)} and click Submit.", state=boxes,
+                         next_state=boxes + "\n" + changed, action="click [15]", done=True)
+    text = rule_reasoning(submit, "v3")
+    assert text.startswith('The goal asks for "hYtWpy", "GK", "REe589N". Click acts on [15] button "Submit".')
+    assert 'On the page, "hYtWpy" is by [6] unchecked; "GK" is by [8] checked; "REe589N" is by [10] unchecked.' in text
+    assert text.endswith("… The episode ends without meeting the goal: reward 0.") and len(text) <= 280
+    assert "REe589N" not in rule_reasoning(submit, "v2")  # v1/v2 traces are unchanged
+    tab = _transition(goal="Click on Tab #1.", state='[6] a "Tab #1"\n[7] a "Tab #2"', action="click [7]", done=True,
+                      next_state='[6] a "Tab #1"\n[7] a "Tab #2" focused')
+    assert 'The goal asks for "Tab #1". Click acts on [7] a "Tab #2". The element matches none of them.' \
+        in rule_reasoning(tab, "v3")
     with pytest.raises(ValueError, match="unknown rule version"):
         SFTConfig(reasoning_rule="v9")
 

@@ -12,8 +12,10 @@ its reward 0, not only by the outcome; ``v3`` is ``v2`` with the goal's words fi
 ("The goal asks for ..."), so that the model copies them from the goal before it names the element
 and compares the two; when the element matches none of them (a Submit button, a wrong click), it
 also says where the goal's words are on the page ("On the page, "bwm7v" is in [5] value, [7]
-value."), what the outcome of a Submit depends on; the outcome sentence is kept whole when a
-long trace is clipped.
+value."; "On the page, "GK" is by [10] unchecked."), what the outcome of a Submit depends on.
+v3 reads the goal's targets whole (:func:`~dreamgym_env.domains.miniwob.serialize.goal_targets`)
+where v1/v2 read the strings worth typing, and a long v3 trace is clipped in its list of
+changes first, never in its outcome.
 A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
 wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
 """
@@ -83,21 +85,25 @@ def _describe_change(before: str, after: str) -> str:
     return " and ".join(words) or "changes"
 
 
-def _goal_terms(goal: str) -> list[str]:
-    from dreamgym_env.domains.miniwob.serialize import type_candidates
+def _goal_terms(goal: str, version: str) -> list[str]:
+    """The goal's words the trace compares with: v1/v2 the strings worth typing (capitalised
+    words lose their digits, lower-case ones are missed), v3 the goal's targets whole."""
+    from dreamgym_env.domains.miniwob.serialize import goal_targets, type_candidates
 
-    return type_candidates(goal, limit=8)
-
-
-def _quoted_goal_terms(terms: Sequence[str]) -> str:
-    """The goal's first two words, quoted and clipped, as the traces name them."""
-    return ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:2])
+    return goal_targets(goal) if version == "v3" else type_candidates(goal, limit=8)
 
 
-def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = False) -> tuple[list[str], bool]:
+def _quoted_goal_terms(terms: Sequence[str], count: int = 2) -> str:
+    """The goal's first ``count`` words, quoted and clipped, as the traces name them."""
+    return ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:count])
+
+
+def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = False,
+                named: bool = False) -> tuple[list[str], bool]:
     """A sentence on how the typed/selected string, or else the element's text, meets the goal's
-    words ``terms``; with ``contrast``, also one when it matches none of them. Returns the
-    sentences and whether any word matched."""
+    words ``terms``; with ``contrast``, also one when it matches none of them. With ``named``
+    (v3: the trace has named the words already) that sentence does not repeat them, and the
+    element's value counts as its text. Returns the sentences and whether any word matched."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     argument = action.split("]", 1)[1].strip() if "]" in action else ""
@@ -106,19 +112,21 @@ def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = F
     except json.JSONDecodeError:
         pass
     element = parse_line(line)
-    subject, haystack = ("the text", argument) if argument else ("the element", element.text if element else line)
+    own_text = (element.text or "") + (" " + element.value if named and element.value else "") if element else line
+    subject, haystack = ("the text", argument) if argument else ("the element", own_text)
     matched = [term for term in terms if term.lower() in str(haystack).lower()]
     if not matched:
         if not (contrast and terms):
             return [], False
-        return [f"{subject.capitalize()} matches none of the goal's {_quoted_goal_terms(terms)}."], False
+        words = "them" if named else f"the goal's {_quoted_goal_terms(terms)}"
+        return [f"{subject.capitalize()} matches none of {words}."], False
     quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
     return [f"{subject.capitalize()} matches the goal's {quoted}."], True
 
 
 def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
-    """Where the goal's words are on the page: the elements whose value or text holds them (a
-    label with the checkbox or radio after it, and whether that one is checked)."""
+    """Where the goal's words are on the page: the elements whose value or text holds them (for
+    a label, the checkbox or radio after it and whether that one is checked)."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     elements = [parse_line(line) for line in lines.values()]
@@ -133,10 +141,11 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
             elif element.text and term.lower() in element.text.lower():
                 box = elements[i + 1] if i + 1 < len(elements) else None  # a label's checkbox or radio follows it
                 if element.tag == "label" and box is not None and box.tag in ("input_checkbox", "input_radio"):
-                    hits.append(f"[{element.ref}] by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
+                    hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
                 else:
                     hits.append(f"[{element.ref}]")
-        where = "in " + ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
+        where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
+        where = where if where.startswith(("by ", "nowhere")) else f"in {where}"
         parts.append(f"{json.dumps(_clip(term, 30), ensure_ascii=False)} is {where}")
     return "On the page, " + "; ".join(parts) + "."
 
@@ -154,14 +163,15 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         parts.append(f"The action is invalid: {where}.")
     elif ref and ref in lines:
         target = _clip(lines[ref], 70)
-        terms = _goal_terms(t.goal)
+        terms = _goal_terms(t.goal, version)
         if version == "v3" and terms:
-            parts.append(f"The goal asks for {_quoted_goal_terms(terms)}.")
+            parts.append(f"The goal asks for {_quoted_goal_terms(terms, len(terms))}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1")  # v1 never states a non-match
+        match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
+                                     named=version == "v3")
         parts += match
         if version == "v3" and terms and not matched:
-            parts.append(_goal_locations(lines, terms[:2]))  # what a Submit or a wrong click is judged against
+            parts.append(_goal_locations(lines, terms))  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)
@@ -187,9 +197,24 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         outcome = "The episode ends without meeting the goal: reward 0."
     else:
         outcome = "The goal is not met yet."
-    if version == "v3":  # clip what comes before, never the outcome
-        return _clip(" ".join(parts), MAX_REASONING_CHARS - len(outcome) - 1) + " " + outcome
+    if version == "v3":
+        return _clip_v3(parts[:-1], parts[-1], outcome)
     return _clip(" ".join(parts + [outcome]), MAX_REASONING_CHARS)
+
+
+def _clip_v3(judgement: list[str], changes: str, outcome: str) -> str:
+    """Fit a v3 trace in :data:`MAX_REASONING_CHARS`: the outcome stays whole, then the
+    judgement (goal's words, element, comparison, page); the list of changes, which the answer's
+    patch repeats anyway, is what gets clipped first."""
+    room = MAX_REASONING_CHARS - len(outcome) - 1
+    head = " ".join(judgement)
+    if len(head) + 1 + len(changes) <= room:
+        body = f"{head} {changes}" if head else changes
+    elif len(head) + 1 + 12 <= room:  # keep the start of the changes
+        body = f"{head} {_clip(changes, room - len(head) - 1)}" if head else _clip(changes, room)
+    else:
+        body = _clip(head, room)
+    return f"{body} {outcome}"
 
 
 class LLMAnnotator:

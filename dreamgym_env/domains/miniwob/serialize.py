@@ -259,6 +259,27 @@ def type_candidates(goal: str, limit: int = 6) -> list[str]:
     return found[:limit]
 
 
+_SELECT_ITEMS = re.compile(r"^Select (.+?)(?: from the list)? and click Submit\.?$")
+_TAB_NAME = re.compile(r"\bTab #\d+")
+
+
+def goal_targets(goal: str, limit: int = 6) -> list[str]:
+    """The strings ``goal`` names as its targets, whole: what its success check compares the
+    page with.
+
+    :func:`type_candidates` plus what it cannot see: each item of a "Select A, b9, C and click
+    Submit" list (any case, digits kept; "Select nothing" names none) and a "Tab #2". E.g.
+    ``Select hYtWpy, GK, REe589N and click Submit.`` gives ``["hYtWpy", "GK", "REe589N"]``.
+    """
+    select = _SELECT_ITEMS.match(goal.strip())
+    if select:
+        items = [item.strip() for item in re.split(r",\s*", select.group(1)) if item.strip()]
+        return [] if [item.lower() for item in items] == ["nothing"] else items[:limit]
+    found = _TAB_NAME.findall(goal)
+    found += [word for word in type_candidates(goal, limit=limit) if word not in found]
+    return found[:limit]
+
+
 def admissible_actions(state: str, goal: str = "", elements: Iterable[Element] | None = None) -> list[str]:
     """Every sensible action on ``state``: a click on each element (a ``select`` per option
     for lists), and for text fields a ``type`` of each string in :func:`type_candidates`."""

@@ -109,6 +109,16 @@ def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
                       next_state='[6] a "Tab #1"\n[7] a "Tab #2" focused')
     assert 'The goal asks for "Tab #1". Click acts on [7] a "Tab #2". The element matches none of them.' \
         in rule_reasoning(tab, "v3")
+    # a click-widget goal names a kind of element: v3 compares tags (a label stands for its box)
+    page = '[5] button "bfLev"\n[9] label "jP"\n[10] input_checkbox\n[12] input_text value="XEOJE"'
+    def widget(action):
+        return _transition(goal='Click on a "checkbox" widget.', state=page, next_state=page, done=True, action=action)
+
+    assert 'The element labels [10], a "checkbox" widget.' in rule_reasoning(widget("click [9]"), "v3")
+    assert 'The element is a "checkbox" widget.' in rule_reasoning(widget("click [10]"), "v3")
+    assert 'The element is not a "checkbox" widget; on the page, [10] is.' \
+        in rule_reasoning(widget("click [5]"), "v3")
+    assert "a \"checkbox\" widget" not in rule_reasoning(widget("click [5]"), "v2")
     with pytest.raises(ValueError, match="unknown rule version"):
         SFTConfig(reasoning_rule="v9")
 

@@ -14,7 +14,8 @@ and compares the two; when the element matches none of them (a Submit button, a 
 also says where the goal's words are on the page ("On the page, "bwm7v" is in [5] value, [7]
 value."; "On the page, "GK" is by [10] unchecked."), what the outcome of a Submit depends on.
 v3 reads the goal's targets whole (:func:`~dreamgym_env.domains.miniwob.serialize.goal_targets`)
-where v1/v2 read the strings worth typing, and a long v3 trace is clipped in its list of
+where v1/v2 read the strings worth typing, compares tags for a goal that names a kind of
+widget, and a long v3 trace is clipped in its list of
 changes first, never in its outcome.
 A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
 wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from dataclasses import replace
 from typing import Iterable, Sequence
 
@@ -150,6 +152,33 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
     return "On the page, " + "; ".join(parts) + "."
 
 
+_WIDGET_GOAL = re.compile(r'^Click on an? "(\w+)" widget')
+
+
+def _widget_match(goal: str, lines: dict[str, str], ref: str) -> list[str] | None:
+    """For a goal that names a widget type (click-widget: ``Click on a "checkbox" widget.``),
+    whether the acted element is one (a label counts as the checkbox or radio after it), and
+    else which elements on the page are; None for any other goal."""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    found = _WIDGET_GOAL.match(goal)
+    if not found:
+        return None
+    kind = found.group(1).lower()
+    elements = [element for element in map(parse_line, lines.values()) if element is not None]
+    is_kind = [element.tag in (kind, f"input_{kind}") for element in elements]
+    for i, element in enumerate(elements):
+        if element.ref != ref:
+            continue
+        if is_kind[i]:
+            return [f'The element is a "{kind}" widget.']
+        if element.tag == "label" and i + 1 < len(elements) and is_kind[i + 1]:
+            return [f'The element labels [{elements[i + 1].ref}], a "{kind}" widget.']
+    refs = [f"[{element.ref}]" for element, hit in zip(elements, is_kind) if hit]
+    where = f"on the page, {', '.join(refs[:3])} {'is' if len(refs) == 1 else 'are'}" if refs else "none is on the page"
+    return [f'The element is not a "{kind}" widget; {where}.']
+
+
 def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) -> str:
     """A faithful reasoning trace for an element-line transition (see the module docstring)."""
     check_rule_version(version)
@@ -167,11 +196,15 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         if version == "v3" and terms:
             parts.append(f"The goal asks for {_quoted_goal_terms(terms, len(terms))}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
-                                     named=version == "v3")
-        parts += match
-        if version == "v3" and terms and not matched:
-            parts.append(_goal_locations(lines, terms))  # what a Submit or a wrong click is judged against
+        widget = _widget_match(t.goal, lines, ref) if version == "v3" else None
+        if widget is not None:  # the goal names a kind of element, not its text
+            parts += widget
+        else:
+            match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
+                                         named=version == "v3")
+            parts += match
+            if version == "v3" and terms and not matched:
+                parts.append(_goal_locations(lines, terms))  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)

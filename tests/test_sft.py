@@ -64,7 +64,7 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     # v3 names the goal's words before the element, and a clipped trace keeps its outcome
     v3 = rule_reasoning(wrong, "v3")
     assert v3.startswith('The goal asks for "Cancel". Click acts on [4] button "Submit".')
-    assert v3.endswith('The element matches none of them. On the page, "Cancel" is nowhere. '
+    assert v3.endswith('The element matches none. On the page, "Cancel" is nowhere. '
                        "[4] gets focus. The episode ends without meeting the goal: reward 0.")
     submit = _transition(state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"',
                          next_state='[4] button "Submit" focused\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"')
@@ -72,7 +72,7 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     assert "On the page" not in rule_reasoning(_transition(goal='Click on the "Submit" button.'), "v3")
     boxes = '[5] label "Nck"\n[6] input_radio id="ch0"\n[7] label "oAJ"\n[8] input_radio id="ch1" checked\n[9] button "Submit"'
     radio = _transition(goal="Select Nck and click Submit.", state=boxes, next_state=boxes, action="click [9]", done=True)
-    assert 'On the page, "Nck" is by [6] unchecked.' in rule_reasoning(radio, "v3")
+    assert 'On the page, "Nck" is by [6] unchecked; other boxes checked: [8].' in rule_reasoning(radio, "v3")
     assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2")
     many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12))
     crowded = _transition(state=many, next_state=many.replace("a" * 40, "b" * 40), reward=1.0, done=True, action="click [4]")
@@ -105,9 +105,17 @@ def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
     assert 'On the page, "hYtWpy" is by [6] unchecked; "GK" is by [8] checked; "REe589N" is by [10] unchecked.' in text
     assert text.endswith("… The episode ends without meeting the goal: reward 0.") and len(text) <= 280
     assert "REe589N" not in rule_reasoning(submit, "v2")  # v1/v2 traces are unchanged
+    # a box checked that the goal does not name fails a Submit too; "Select nothing" wants none
+    extra = boxes.replace('[15] button "Submit"', '[15] label "GKx"\n[16] input_checkbox id="ch9" checked\n[17] button "Submit"')
+    text = rule_reasoning(_transition(goal="Select GK and click Submit.", state=extra, next_state=extra,
+                                      action="click [17]", done=True), "v3")
+    assert 'On the page, "GK" is by [8] checked; other boxes checked: [16].' in text
+    nothing = rule_reasoning(_transition(goal="Select nothing and click Submit.", state=extra, next_state=extra,
+                                         action="click [17]", done=True), "v3")
+    assert nothing.startswith('Click acts on [17] button "Submit". On the page, boxes checked: [8], [16].')
     tab = _transition(goal="Click on Tab #1.", state='[6] a "Tab #1"\n[7] a "Tab #2"', action="click [7]", done=True,
                       next_state='[6] a "Tab #1"\n[7] a "Tab #2" focused')
-    assert 'The goal asks for "Tab #1". Click acts on [7] a "Tab #2". The element matches none of them.' \
+    assert 'The goal asks for "Tab #1". Click acts on [7] a "Tab #2". The element matches none.' \
         in rule_reasoning(tab, "v3")
     # a click-widget goal names a kind of element: v3 compares tags (a label stands for its box)
     page = '[5] button "bfLev"\n[9] label "jP"\n[10] input_checkbox\n[12] input_text value="XEOJE"'

@@ -12,7 +12,8 @@ its reward 0, not only by the outcome; ``v3`` is ``v2`` with the goal's words fi
 ("The goal asks for ..."), so that the model copies them from the goal before it names the element
 and compares the two; when the element matches none of them (a Submit button, a wrong click), it
 also says where the goal's words are on the page ("On the page, "bwm7v" is in [5] value, [7]
-value."; "On the page, "GK" is by [10] unchecked."), what the outcome of a Submit depends on.
+value."; "On the page, "GK" is by [10] unchecked; other boxes checked: [12]."), what the outcome
+of a Submit depends on.
 v3 reads the goal's targets whole (:func:`~dreamgym_env.domains.miniwob.serialize.goal_targets`)
 where v1/v2 read the strings worth typing, compares tags for a goal that names a kind of
 widget, and a long v3 trace is clipped in its list of
@@ -120,36 +121,48 @@ def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = F
     if not matched:
         if not (contrast and terms):
             return [], False
-        words = "them" if named else f"the goal's {_quoted_goal_terms(terms)}"
-        return [f"{subject.capitalize()} matches none of {words}."], False
+        words = "" if named else f" of the goal's {_quoted_goal_terms(terms)}"
+        return [f"{subject.capitalize()} matches none{words}."], False
     quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
     return [f"{subject.capitalize()} matches the goal's {quoted}."], True
 
 
-def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str:
+_BOXES = ("input_checkbox", "input_radio")
+
+
+def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str | None:
     """Where the goal's words are on the page: the elements whose value or text holds them (for
-    a label, the checkbox or radio after it and whether that one is checked)."""
+    a label that is the word, the checkbox or radio after it and whether that one is checked),
+    then the boxes checked that no goal word labels (a Submit fails on those too). None when
+    there are neither words nor boxes."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
-    elements = [parse_line(line) for line in lines.values()]
+    elements = [element for element in map(parse_line, lines.values()) if element is not None]
+    label_of = {elements[i + 1].ref: element.text or "" for i, element in enumerate(elements[:-1])
+                if element.tag == "label" and elements[i + 1].tag in _BOXES}  # a label's box follows it
     parts = []
     for term in terms:
         hits = []
         for i, element in enumerate(elements):
-            if element is None:
-                continue
-            if element.value and term.lower() in element.value.lower():
+            box = elements[i + 1] if element.tag == "label" and i + 1 < len(elements) else None
+            if box is not None and box.ref in label_of:  # a box's label must be the word itself
+                if (element.text or "").strip() == term:
+                    hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
+            elif element.value and term.lower() in element.value.lower():
                 hits.append(f"[{element.ref}] value")
             elif element.text and term.lower() in element.text.lower():
-                box = elements[i + 1] if i + 1 < len(elements) else None  # a label's checkbox or radio follows it
-                if element.tag == "label" and box is not None and box.tag in ("input_checkbox", "input_radio"):
-                    hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
-                else:
-                    hits.append(f"[{element.ref}]")
+                hits.append(f"[{element.ref}]")
         where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
         where = where if where.startswith(("by ", "nowhere")) else f"in {where}"
         parts.append(f"{json.dumps(_clip(term, 30), ensure_ascii=False)} is {where}")
-    return "On the page, " + "; ".join(parts) + "."
+    boxes = [element for element in elements if element.tag in _BOXES]
+    others = [f"[{box.ref}]" for box in boxes if box.checked and label_of.get(box.ref, "").strip() not in terms]
+    if others:
+        listed = ", ".join(others[:3]) + (" and more" if len(others) > 3 else "")
+        parts.append(f"{'other boxes' if terms else 'boxes'} checked: {listed}")
+    elif boxes and not terms:
+        parts.append("no box is checked")
+    return "On the page, " + "; ".join(parts) + "." if parts else None
 
 
 _WIDGET_GOAL = re.compile(r'^Click on an? "(\w+)" widget')
@@ -203,8 +216,9 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
             match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
                                          named=version == "v3")
             parts += match
-            if version == "v3" and terms and not matched:
-                parts.append(_goal_locations(lines, terms))  # what a Submit or a wrong click is judged against
+            page = _goal_locations(lines, terms) if version == "v3" and not matched else None
+            if page:
+                parts.append(page)  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     patch = make_patch(t.state, t.next_state)

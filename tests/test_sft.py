@@ -117,6 +117,13 @@ def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
                       next_state='[6] a "Tab #1"\n[7] a "Tab #2" focused')
     assert 'The goal asks for "Tab #1". Click acts on [7] a "Tab #2". The element matches none.' \
         in rule_reasoning(tab, "v3")
+    # a field whose id the goal names is named, so swapped username and password read as such
+    form = ('[6] label "Username"\n[7] input_text value="dy6" id="username"\n[9] label "Password"\n'
+            '[10] input_password value="tora" id="password"\n[11] button "Login"')
+    login = _transition(goal='Enter the username "tora" and the password "dy6" into the text fields and press login.',
+                        state=form, next_state=form, action="click [11]", done=True)
+    assert 'On the page, "tora" is in [10] value (password); "dy6" is in [7] value (username).' \
+        in rule_reasoning(login, "v3")
     # a click-widget goal names a kind of element: v3 compares tags (a label stands for its box)
     page = '[5] button "bfLev"\n[9] label "jP"\n[10] input_checkbox\n[12] input_text value="XEOJE"'
     def widget(action):

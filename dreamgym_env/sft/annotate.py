@@ -130,11 +130,12 @@ def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = F
 _BOXES = ("input_checkbox", "input_radio")
 
 
-def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str | None:
+def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str = "") -> str | None:
     """Where the goal's words are on the page: the elements whose value or text holds them (for
-    a label that is the word, the checkbox or radio after it and whether that one is checked),
-    then the boxes checked that no goal word labels (a Submit fails on those too). None when
-    there are neither words nor boxes."""
+    a label that is the word, the checkbox or radio after it and whether that one is checked; for
+    a field whose id the goal names, that id, e.g. "[10] value (password)"), then the boxes
+    checked that no goal word labels (a Submit fails on those too). None when there are neither
+    words nor boxes."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     elements = [element for element in map(parse_line, lines.values()) if element is not None]
@@ -149,7 +150,8 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str]) -> str | None:
                 if (element.text or "").strip() == term:
                     hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
             elif element.value and term.lower() in element.value.lower():
-                hits.append(f"[{element.ref}] value")
+                named = element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
+                hits.append(f"[{element.ref}] value" + (f" ({named})" if named else ""))
             elif element.text and term.lower() in element.text.lower():
                 hits.append(f"[{element.ref}]")
         where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
@@ -216,7 +218,7 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
             match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
                                          named=version == "v3")
             parts += match
-            page = _goal_locations(lines, terms) if version == "v3" and not matched else None
+            page = _goal_locations(lines, terms, t.goal) if version == "v3" and not matched else None
             if page:
                 parts.append(page)  # what a Submit or a wrong click is judged against
     else:

@@ -101,12 +101,16 @@ def _quoted_goal_terms(terms: Sequence[str], count: int = 2) -> str:
     return ", ".join(json.dumps(_clip(m, 30), ensure_ascii=False) for m in terms[:count])
 
 
-def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = False,
-                named: bool = False) -> tuple[list[str], bool]:
+#: v3: a goal word the page spells otherwise (a jQuery UI dialog's "x" button reads "Close").
+_PAGE_SPELLING = {"x": "Close"}
+
+
+def _goal_match(action: str, line: str, terms: Sequence[str], version: str) -> tuple[list[str], bool]:
     """A sentence on how the typed/selected string, or else the element's text, meets the goal's
-    words ``terms``; with ``contrast``, also one when it matches none of them. With ``named``
-    (v3: the trace has named the words already) that sentence does not repeat them, and the
-    element's value counts as its text. Returns the sentences and whether any word matched."""
+    words ``terms``. v1 says only when it does; v2 also when it matches none of them; v3 names
+    no words in that sentence (the trace named them first), compares case-sensitively as
+    MiniWoB's checks do, counts the element's value as its text and knows
+    :data:`_PAGE_SPELLING`. Returns the sentences and whether any word matched."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     argument = action.split("]", 1)[1].strip() if "]" in action else ""
@@ -115,13 +119,18 @@ def _goal_match(action: str, line: str, terms: Sequence[str], contrast: bool = F
     except json.JSONDecodeError:
         pass
     element = parse_line(line)
-    own_text = (element.text or "") + (" " + element.value if named and element.value else "") if element else line
-    subject, haystack = ("the text", argument) if argument else ("the element", own_text)
-    matched = [term for term in terms if term.lower() in str(haystack).lower()]
+    v3 = version == "v3"
+    own_text = (element.text or "") + (" " + element.value if v3 and element.value else "") if element else line
+    subject, haystack = ("the text", str(argument)) if argument else ("the element", own_text)
+    if v3:
+        matched = [term for term in terms if term in haystack
+                   or (not argument and _PAGE_SPELLING.get(term) == (element.text if element else None))]
+    else:
+        matched = [term for term in terms if term.lower() in haystack.lower()]
     if not matched:
-        if not (contrast and terms):
+        if version == "v1" or not terms:  # v1 never states a non-match
             return [], False
-        words = "" if named else f" of the goal's {_quoted_goal_terms(terms)}"
+        words = "" if v3 else f" of the goal's {_quoted_goal_terms(terms)}"
         return [f"{subject.capitalize()} matches none{words}."], False
     quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in matched[:2])
     return [f"{subject.capitalize()} matches the goal's {quoted}."], True
@@ -131,7 +140,7 @@ _BOXES = ("input_checkbox", "input_radio")
 
 
 def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str = "") -> str | None:
-    """Where the goal's words are on the page: the elements whose value or text holds them (for
+    """Where the goal's words are on the page (case-sensitive): the elements whose value or text holds them (for
     a label that is the word, the checkbox or radio after it and whether that one is checked; for
     a field whose id the goal names, that id, e.g. "[10] value (password)"), then the boxes
     checked that no goal word labels (a Submit fails on those too). None when there are neither
@@ -149,10 +158,10 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str = "")
             if box is not None and box.ref in label_of:  # a box's label must be the word itself
                 if (element.text or "").strip() == term:
                     hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
-            elif element.value and term.lower() in element.value.lower():
+            elif element.value and term in element.value:
                 named = element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
                 hits.append(f"[{element.ref}] value" + (f" ({named})" if named else ""))
-            elif element.text and term.lower() in element.text.lower():
+            elif element.text and (term in element.text or _PAGE_SPELLING.get(term) == element.text):
                 hits.append(f"[{element.ref}]")
         where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
         where = where if where.startswith(("by ", "nowhere")) else f"in {where}"
@@ -215,8 +224,7 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         if widget is not None:  # the goal names a kind of element, not its text
             parts += widget
         else:
-            match, matched = _goal_match(t.action, lines[ref], terms, contrast=version != "v1",  # v1 never states a non-match
-                                         named=version == "v3")
+            match, matched = _goal_match(t.action, lines[ref], terms, version)
             parts += match
             page = _goal_locations(lines, terms, t.goal) if version == "v3" and not matched else None
             if page:

@@ -1,5 +1,5 @@
-"""Does a reasoning rule (v3 by default) say enough to decide the reward? Reads the final step of every real
-episode and checks, per family, whether the trace's judgement (before its outcome sentence)
+"""Does a reasoning rule (v3 by default) say enough to decide the reward? Reads the final step
+of every real episode and checks, per family, whether the trace's judgement (before its outcome sentence)
 agrees with the real reward:
 
 - click-checkboxes / click-option Submits: the page sentence has every goal word checked and no

@@ -20,6 +20,9 @@ def test_each_variant_changes_only_its_field():
         variant = vars(sft_config(cfg, name))
         differing = {k for k in full if full[k] != variant[k]} - {"output_dir"}
         assert differing == set(changes), name
+    # the recipe is pinned: the shipped model's data, prompt and rule, whatever sft's defaults
+    assert full["data"] == [str(real_dataset_path())]
+    assert (full["prompt_version"], full["reasoning_rule"]) == ("v3", "v1")
     with pytest.raises(ValueError, match="unknown variants"):
         AblationConfig(variants=["no-demos"])
 

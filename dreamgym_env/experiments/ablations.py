@@ -66,12 +66,20 @@ class AblationConfig:
             raise ValueError("epochs must be > 0 and max_per_group >= 1")
 
 
+def recipe() -> dict[str, Any]:
+    """The SFTConfig fields every variant starts from: the shipped model's data, prompt and
+    reasoning rule, pinned so that the study does not move when ``dreamgym sft``'s defaults do."""
+    from dreamgym_env.domains.miniwob.domain import real_dataset_path
+
+    return {"data": [str(real_dataset_path())], "prompt_version": "v3", "reasoning_rule": "v1"}
+
+
 def sft_config(cfg: AblationConfig, variant: str):
     """The SFTConfig of one variant."""
     from dreamgym_env.sft.train import SFTConfig
 
     changes, _ = VARIANTS[variant]
-    fields = {"output_dir": str(Path(cfg.output_dir) / variant), "epochs": cfg.epochs, "seed": cfg.seed,
+    fields = {**recipe(), "output_dir": str(Path(cfg.output_dir) / variant), "epochs": cfg.epochs, "seed": cfg.seed,
               "held_out_families": list(cfg.held_out_families), **cfg.sft_overrides, **changes}
     return SFTConfig(**fields)
 

@@ -1,6 +1,6 @@
 """Does a reasoning rule (v3 by default) say enough to decide the reward? Reads the final step
-of every real episode and checks, per family, whether the trace's judgement (before its outcome sentence)
-agrees with the real reward:
+of every real episode and checks, per family, whether the trace's judgement (before its outcome
+sentence) agrees with the real reward:
 
 - click-checkboxes / click-option Submits: the page sentence has every goal word checked and no
   other box checked;
@@ -38,10 +38,10 @@ DEFAULT_DATA = ["dreamgym_env/data/miniwob/miniwob_real_v0.jsonl.gz",
                 "dreamgym_env/data/miniwob/miniwob_real_random_v1.jsonl.gz"]
 
 
-def _values_holding(page: str, term: str) -> int:
-    """How many field values the page sentence says hold ``term``."""
-    quoted = f"{json.dumps(term, ensure_ascii=False)} is in "
-    return page.split(quoted, 1)[1].split(";")[0].count("value") if quoted in page else 0
+def _where(page: str, term: str) -> str:
+    """What the page sentence says of ``term`` ("in [7] value (username)", "by [6] checked", ...)."""
+    quoted = f"{json.dumps(term, ensure_ascii=False)} is "
+    return page.split(quoted, 1)[1].split(";")[0] if quoted in page else ""
 
 
 def judged_success(family: str, transition: Transition, trace: str) -> bool:
@@ -55,11 +55,11 @@ def judged_success(family: str, transition: Transition, trace: str) -> bool:
     if family in ("enter-text", "enter-password", "choose-list", "use-autocomplete") and "Submit" in judgement:
         page = judgement.split("On the page, ", 1)[-1]
         need = 2 if family == "enter-password" else 1  # both fields
-        return all(_values_holding(page, term) >= need for term in goal_targets(transition.goal))
+        return all(_where(page, term).count("value") >= need for term in goal_targets(transition.goal))
     if family == "login-user":
         user, password = (goal_targets(transition.goal) + ["", ""])[:2]
-        return (f"{json.dumps(user)} is in [7] value (username)" in judgement
-                and f"{json.dumps(password)} is in [10] value (password)" in judgement)
+        page = judgement.split("On the page, ", 1)[-1]
+        return "value (username)" in _where(page, user) and "value (password)" in _where(page, password)
     return "matches the goal's" in judgement
 
 

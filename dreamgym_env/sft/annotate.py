@@ -29,7 +29,7 @@ import json
 import logging
 import re
 from dataclasses import replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -105,6 +105,12 @@ def _quoted_goal_terms(terms: Sequence[str], count: int = 2) -> str:
 _PAGE_SPELLING = {"x": "Close"}
 
 
+def _v3_text_has(text: str, term: str) -> bool:
+    """v3's comparison of a goal word with an element's text: case-sensitive, as MiniWoB's
+    checks are, and aware of :data:`_PAGE_SPELLING`."""
+    return term in text or _PAGE_SPELLING.get(term) == text
+
+
 def _goal_match(action: str, line: str, terms: Sequence[str], version: str) -> tuple[list[str], bool]:
     """A sentence on how the typed/selected string, or else the element's text, meets the goal's
     words ``terms``. v1 says only when it does; v2 also when it matches none of them; v3 names
@@ -124,7 +130,7 @@ def _goal_match(action: str, line: str, terms: Sequence[str], version: str) -> t
     subject, haystack = ("the text", str(argument)) if argument else ("the element", own_text)
     if v3:
         matched = [term for term in terms if term in haystack
-                   or (not argument and _PAGE_SPELLING.get(term) == (element.text if element else None))]
+                   or (not argument and element is not None and _v3_text_has(element.text or "", term))]
     else:
         matched = [term for term in terms if term.lower() in haystack.lower()]
     if not matched:
@@ -139,35 +145,40 @@ def _goal_match(action: str, line: str, terms: Sequence[str], version: str) -> t
 _BOXES = ("input_checkbox", "input_radio")
 
 
-def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str = "") -> str | None:
-    """Where the goal's words are on the page (case-sensitive): the elements whose value or text holds them (for
-    a label that is the word, the checkbox or radio after it and whether that one is checked; for
+def _box_of_label(elements: Sequence[Any]) -> dict[str, Any]:
+    """Label ref -> the checkbox or radio right after it (MiniWoB puts a box after its label)."""
+    return {label.ref: box for label, box in zip(elements, elements[1:]) if label.tag == "label" and box.tag in _BOXES}
+
+
+def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> str | None:
+    """Where the goal's words are on the page (case-sensitive): the elements whose value or text
+    holds them (for a label that is the word, the checkbox or radio after it and whether that one is checked; for
     a field whose id the goal names, that id, e.g. "[10] value (password)"), then the boxes
     checked that no goal word labels (a Submit fails on those too). None when there are neither
     words nor boxes."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     elements = [element for element in map(parse_line, lines.values()) if element is not None]
-    label_of = {elements[i + 1].ref: element.text or "" for i, element in enumerate(elements[:-1])
-                if element.tag == "label" and elements[i + 1].tag in _BOXES}  # a label's box follows it
+    box_of = _box_of_label(elements)
+    label_of = {box.ref: (label.text or "").strip() for label, box in zip(elements, elements[1:]) if label.ref in box_of}
     parts = []
     for term in terms:
         hits = []
-        for i, element in enumerate(elements):
-            box = elements[i + 1] if element.tag == "label" and i + 1 < len(elements) else None
-            if box is not None and box.ref in label_of:  # a box's label must be the word itself
-                if (element.text or "").strip() == term:
+        for element in elements:
+            box = box_of.get(element.ref)
+            if box is not None:  # a box's label must be the word itself
+                if label_of[box.ref] == term:
                     hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
             elif element.value and term in element.value:
                 named = element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
                 hits.append(f"[{element.ref}] value" + (f" ({named})" if named else ""))
-            elif element.text and (term in element.text or _PAGE_SPELLING.get(term) == element.text):
+            elif element.text and _v3_text_has(element.text, term):
                 hits.append(f"[{element.ref}]")
         where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"
         where = where if where.startswith(("by ", "nowhere")) else f"in {where}"
         parts.append(f"{json.dumps(_clip(term, 30), ensure_ascii=False)} is {where}")
     boxes = [element for element in elements if element.tag in _BOXES]
-    others = [f"[{box.ref}]" for box in boxes if box.checked and label_of.get(box.ref, "").strip() not in terms]
+    others = [f"[{box.ref}]" for box in boxes if box.checked and label_of.get(box.ref, "") not in terms]
     if others:
         listed = ", ".join(others[:3]) + (" and more" if len(others) > 3 else "")
         parts.append(f"{'other boxes' if terms else 'boxes'} checked: {listed}")
@@ -190,15 +201,17 @@ def _widget_match(goal: str, lines: dict[str, str], ref: str) -> list[str] | Non
         return None
     kind = found.group(1).lower()
     elements = [element for element in map(parse_line, lines.values()) if element is not None]
-    is_kind = [element.tag in (kind, f"input_{kind}") for element in elements]
-    for i, element in enumerate(elements):
-        if element.ref != ref:
-            continue
-        if is_kind[i]:
-            return [f'The element is a "{kind}" widget.']
-        if element.tag == "label" and i + 1 < len(elements) and is_kind[i + 1]:
-            return [f'The element labels [{elements[i + 1].ref}], a "{kind}" widget.']
-    refs = [f"[{element.ref}]" for element, hit in zip(elements, is_kind) if hit]
+
+    def is_kind(element: Any) -> bool:
+        return element.tag in (kind, f"input_{kind}")
+
+    acted = next((element for element in elements if element.ref == ref), None)
+    box = _box_of_label(elements).get(ref)
+    if acted is not None and is_kind(acted):
+        return [f'The element is a "{kind}" widget.']
+    if box is not None and is_kind(box):
+        return [f'The element labels [{box.ref}], a "{kind}" widget.']
+    refs = [f"[{element.ref}]" for element in elements if is_kind(element)]
     where = f"on the page, {', '.join(refs[:3])} {'is' if len(refs) == 1 else 'are'}" if refs else "none is on the page"
     return [f'The element is not a "{kind}" widget; {where}.']
 
@@ -264,11 +277,9 @@ def _clip_v3(judgement: list[str], changes: str, outcome: str) -> str:
     judgement (goal's words, element, comparison, page); the list of changes, which the answer's
     patch repeats anyway, is what gets clipped first."""
     room = MAX_REASONING_CHARS - len(outcome) - 1
-    head = " ".join(judgement)
-    if len(head) + 1 + len(changes) <= room:
-        body = f"{head} {changes}" if head else changes
-    elif len(head) + 1 + 12 <= room:  # keep the start of the changes
-        body = f"{head} {_clip(changes, room - len(head) - 1)}" if head else _clip(changes, room)
+    head = " ".join(judgement)  # never empty: it names what the action acted on
+    if len(head) + 1 + 12 <= room:  # room for at least the start of the changes
+        body = f"{head} {_clip(changes, room - len(head) - 1)}"
     else:
         body = _clip(head, room)
     return f"{body} {outcome}"

@@ -67,3 +67,15 @@ def test_report_lists_the_variants_not_run_yet(tmp_path):
     assert "| 10 | 5k | 1.00 | 200 |" in report
     assert "**Not run yet**: no-retrieval, no-history" in report
     assert "Not run yet" not in format_report(AblationConfig(variants=["full"]), [done], "cmd")
+
+
+def test_report_names_the_machine_of_each_variant():
+    from dreamgym_env.experiments.ablations import machines_line
+    from dreamgym_env.experiments.machine import describe_machine
+
+    one = machines_line([{"variant": "full", "machine": "CPU A"}, {"variant": "no-history", "machine": "CPU A"}])
+    assert one == "Machine: CPU A."
+    two = machines_line([{"variant": "full", "machine": "CPU A"}, {"variant": "whole-state", "machine": "CPU B"},
+                         {"variant": "no-history"}])
+    assert "full on CPU A" in two and "whole-state on CPU B" in two and "no-history on not recorded" in two
+    assert "(" in describe_machine() and "cores" in describe_machine()  # the vector ISA is named

@@ -105,7 +105,7 @@ def run_variant(cfg: AblationConfig, variant: str) -> dict[str, Any]:
                             batch_size=cfg.eval_batch_size, progress=True)
     result = {"variant": variant, "sft_config": asdict(sft), "steps": trained["steps"],
               "train_tokens": trained["train_tokens"], "train_hours": trained["train_hours"],
-              "device": trained["device"], "teacher_forced": trained["held_out_teacher_forced"],
+              "device": trained["device"], "machine": describe_machine(), "teacher_forced": trained["held_out_teacher_forced"],
               "greedy": {k: v for k, v in asdict(greedy).items() if k != "answers"}}
     result_path.write_text(json.dumps(result, indent=2))
     return result
@@ -130,6 +130,17 @@ def median_tokens_per_s(log_path: Path) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
+def machines_line(results: list[dict[str, Any]]) -> str:
+    """Which machine trained which variants: speeds (tok/s, hours) compare only within one."""
+    by_machine: dict[str, list[str]] = {}
+    for r in results:
+        by_machine.setdefault(r.get("machine") or "not recorded", []).append(r["variant"])
+    if len(by_machine) <= 1:
+        return f"Machine: {next(iter(by_machine), describe_machine())}."
+    parts = [f"{', '.join(variants)} on {machine}" for machine, variants in by_machine.items()]
+    return f"Machines: {'; '.join(parts)} (tok/s and hours compare only on one machine)."
+
+
 def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: str) -> str:
     """The markdown report: one row per finished variant, then the variants not run yet."""
     lines = [
@@ -139,8 +150,8 @@ def format_report(cfg: AblationConfig, results: list[dict[str, Any]], command: s
         f"Command: `{command}`", "",
         f"Budget: {cfg.epochs} epochs per variant; seed {cfg.seed}; held-out families "
         f"{', '.join(cfg.held_out_families)}; greedy sample of {cfg.max_per_group} seen-family and "
-        f"{cfg.max_per_group} held-out-family transitions. Machine: {describe_machine()}. "
-        f"Date: {time.strftime('%Y-%m-%d')}.", "",
+        f"{cfg.max_per_group} held-out-family transitions. {machines_line(results)} "
+        f"Report date: {time.strftime('%Y-%m-%d')}.", "",
         "Hours: the training clock summed over steps; it includes any pause or CPU contention during a "
         "step. Tok/s: the median over steps, which does not; tokens / tok/s is the uncontended time.", "",
         "TF: teacher-forced exact match of the state part on 200 held-out seen-family examples "

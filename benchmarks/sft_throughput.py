@@ -1,7 +1,10 @@
 """SFT training throughput of the 135M base on this machine, side by side: full fine-tuning,
-LoRA on every layer, LoRA on the top N layers (the default), same batch, same run.
+LoRA on every layer, LoRA on the top N layers (the default), same batch, same run; with
+``--cpu-bf16``, each mode also under CPU bf16 autocast (fp32 weights), to tell whether a CPU with
+AVX-512 BF16 or AMX would train faster that way.
 
     python benchmarks/sft_throughput.py --batch 8 --length 384 --answer 88 --top 12
+    python benchmarks/sft_throughput.py --cpu-bf16
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import time
 import torch
 
 
-def tokens_per_s(mode: str, top: int, batch: int, length: int, answer: int, steps: int) -> float:
+def tokens_per_s(mode: str, top: int, batch: int, length: int, answer: int, steps: int,
+                 bf16: bool = False) -> float:
     from transformers import AutoModelForCausalLM
 
     from dreamgym_env.backends.default_model import build_default_model
@@ -32,9 +36,10 @@ def tokens_per_s(mode: str, top: int, batch: int, length: int, answer: int, step
     times = []
     for _ in range(steps + 1):
         started = time.perf_counter()
-        hidden = model.model(input_ids=ids).last_hidden_state
-        logits = model.lm_head(hidden[:, -answer - 1 : -1])  # the LM head on answer positions only
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, -answer:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = model.model(input_ids=ids).last_hidden_state
+            logits = model.lm_head(hidden[:, -answer - 1 : -1])  # the LM head on answer positions only
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, -answer:].reshape(-1))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -49,14 +54,20 @@ def main() -> None:
     parser.add_argument("--answer", type=int, default=88)
     parser.add_argument("--top", type=int, default=12, help="layers adapted in lora-top mode")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--cpu-bf16", action="store_true", help="also measure each mode under CPU bf16 autocast")
     args = parser.parse_args()
+    from dreamgym_env.experiments.machine import describe_machine
+
     torch.manual_seed(0)
-    results = {m: tokens_per_s(m, args.top, args.batch, args.length, args.answer, args.steps)
-               for m in ("full", "lora-all", "lora-top")}
-    print(f"threads {torch.get_num_threads()}, batch {args.batch}x{args.length}, answer {args.answer} tokens")
-    print("| mode | tokens/s | vs full |\n|---|---|---|")
-    for mode, value in results.items():
-        print(f"| {mode}{f' ({args.top} layers)' if mode == 'lora-top' else ''} | {value:.0f} | {value / results['full']:.2f}x |")
+    runs = [(m, bf16) for m in ("full", "lora-all", "lora-top") for bf16 in ((False, True) if args.cpu_bf16 else (False,))]
+    results = {run: tokens_per_s(run[0], args.top, args.batch, args.length, args.answer, args.steps, bf16=run[1])
+               for run in runs}
+    print(f"{describe_machine()}; threads {torch.get_num_threads()}, batch {args.batch}x{args.length}, "
+          f"answer {args.answer} tokens")
+    print("| mode | precision | tokens/s | vs full fp32 |\n|---|---|---|---|")
+    for (mode, bf16), value in results.items():
+        name = f"{mode} ({args.top} layers)" if mode == "lora-top" else mode
+        print(f"| {name} | {'bf16 autocast' if bf16 else 'fp32'} | {value:.0f} | {value / results[('full', False)]:.2f}x |")
 
 
 if __name__ == "__main__":

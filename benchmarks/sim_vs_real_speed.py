@@ -8,6 +8,10 @@ running ``DreamGym-MiniWoB-Real-v0``. Both take random admissible actions.
 
     python benchmarks/sim_vs_real_speed.py --sizes 1 8 32 --steps 4 --seed 0
     python benchmarks/sim_vs_real_speed.py --backends default http://127.0.0.1:8011/v1 http://127.0.0.1:8012/v1
+    python benchmarks/sim_vs_real_speed.py --backends default:float32 default:bfloat16 --sizes 1 8 --steps 2
+
+``default:<dtype>`` runs the shipped model in process in that dtype (``default`` lets the
+hardware pick: bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, ti
     kwargs = {}
     if backend.startswith(("http://", "https://")):  # a server: built here to set its timeout
         kwargs["backend"] = make_backend(backend, timeout_s=timeout_s)
+    elif backend.startswith("default:"):  # the shipped model in process, in the dtype named
+        from dreamgym_env.backends.default_model import miniwob_model_dir
+        from dreamgym_env.backends.transformers_backend import TransformersBackend
+
+        kwargs["backend"] = TransformersBackend(miniwob_model_dir(), dtype=backend.split(":", 1)[1])
     elif backend != "default":
         kwargs["backend"] = backend
     envs = gym.make_vec("DreamGym-MiniWoB-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
@@ -73,7 +82,8 @@ def main() -> None:
     parser.add_argument("--real-steps", type=int, default=200)
     parser.add_argument("--backends", nargs="+", default=["default"],
                         help="experience-model backend specs measured one after the other "
-                             "('default': the shipped model in process; http://host:port/v1: a server)")
+                             "('default': the shipped model in process; 'default:float32' / 'default:bfloat16': "
+                             "in that dtype; http://host:port/v1: a server)")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="HTTP timeout of one model call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

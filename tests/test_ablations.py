@@ -22,7 +22,7 @@ def test_each_variant_changes_only_its_field():
         assert differing == set(changes), name
     # the recipe is pinned: the shipped model's data, prompt and rule, whatever sft's defaults
     assert full["data"] == [str(real_dataset_path())]
-    assert (full["prompt_version"], full["reasoning_rule"]) == ("v3", "v1")
+    assert (full["prompt_version"], full["reasoning_rule"], full["precision"]) == ("v3", "v1", "fp32")
     with pytest.raises(ValueError, match="unknown variants"):
         AblationConfig(variants=["no-demos"])
 

@@ -395,6 +395,29 @@ def test_ablation_switches_no_reasoning_and_from_scratch(trajectories, tmp_path)
     assert train(scratch)["finished"]
 
 
+def test_precision_picks_bf16_autocast_from_the_hardware_and_trains_under_it(trajectories, tmp_path):
+    from tests.helpers.tiny_model import build_tiny_llama
+
+    from dreamgym_env.device import cpu_has_fast_bf16
+    from dreamgym_env.sft.train import SFTConfig, bf16_autocast, train
+
+    assert bf16_autocast("cpu", "auto") == cpu_has_fast_bf16()  # fp32 on AVX2-only CPUs
+    assert bf16_autocast("cuda", "auto") and bf16_autocast("cpu", "bf16")
+    assert not bf16_autocast("cuda", "fp32")
+    with pytest.raises(ValueError, match="precision must be"):
+        SFTConfig(precision="fp16")
+    data = tmp_path / "data.jsonl"
+    write_trajectories(data, trajectories)
+    cfg = SFTConfig(data=[str(data)], output_dir=str(tmp_path / "run"), base_model=str(build_tiny_llama(tmp_path / "base")),
+                    epochs=3, learning_rate=3e-3, warmup_steps=1, batch_tokens=2048, max_length=2048, lora_rank=8,
+                    lora_alpha=16, lora_layers=1, eval_examples=4, eval_every=1000, test_fraction=0.2, precision="bf16")
+    result = train(cfg)
+    assert result["finished"] and result["precision"] == "bf16 autocast"
+    steps = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["losses/state"] for r in steps if "losses/state" in r]
+    assert losses[-1] < losses[0]  # it learns under autocast too
+
+
 def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajectories, tmp_path):
     """A model moves to a new prompt version by continuing its adapter: the new run starts from
     the exported weights, trains on v3 prompts (the action line names its element) and its card

@@ -68,10 +68,12 @@ class AblationConfig:
 
 def recipe() -> dict[str, Any]:
     """The SFTConfig fields every variant starts from: the shipped model's data, prompt and
-    reasoning rule, pinned so that the study does not move when ``dreamgym sft``'s defaults do."""
+    reasoning rule, pinned so that the study does not move when ``dreamgym sft``'s defaults do;
+    fp32, as the first variants trained, whatever the CPU (bf16 autocast would change speed and
+    numerics between variants)."""
     from dreamgym_env.domains.miniwob.domain import real_dataset_path
 
-    return {"data": [str(real_dataset_path())], "prompt_version": "v3", "reasoning_rule": "v1"}
+    return {"data": [str(real_dataset_path())], "prompt_version": "v3", "reasoning_rule": "v1", "precision": "fp32"}
 
 
 def sft_config(cfg: AblationConfig, variant: str):

@@ -240,6 +240,8 @@ def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path)
     first = train(SFTConfig(**common, max_hours=1e-9))  # stops after one step, with a checkpoint
     assert first["finished"] is False and first["step"] == 1
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    with (tmp_path / "run" / "log.jsonl").open("a") as log:  # a step logged after the checkpoint, then a crash
+        log.write(json.dumps({"step": 2, "losses/state": 9.0}) + "\n" + json.dumps({"eval": {"step": 2}}) + "\n")
     result = train(SFTConfig(**common))
     assert result["finished"] and result["steps"] > 1
     log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

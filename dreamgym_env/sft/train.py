@@ -400,6 +400,18 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
 
 # -- the loop ------------------------------------------------------------------------------------
 
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the log lines of steps after ``step``: those a run wrote after its last checkpoint,
+    or all of a run whose checkpoint is gone, so that a resumed run logs every step once."""
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [row for row in rows if row.get("step", row.get("eval", {}).get("step", 0)) <= step]
+    if len(kept) < len(rows):
+        logger.info("%s: dropping %d lines logged after step %d", path, len(rows) - len(kept), step)
+        path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
 def train(cfg: SFTConfig) -> dict[str, Any]:
     """Train (or resume) and export; returns the final held-out metrics and the budget spent."""
     import torch
@@ -446,7 +458,9 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         state = load_checkpoint(ckpt, model, optimizer)
         logger.info("resumed from %s at step %d/%d (%.2f h of training so far)", ckpt, state["step"],
                     total_steps, state["train_seconds"] / 3600)
-    log_file = (out_dir / "log.jsonl").open("a")
+    log_path = out_dir / "log.jsonl"
+    truncate_log(log_path, state["step"])
+    log_file = log_path.open("a")
     flat = [batch for b in epochs for batch in b]
     model.train()
     last_save = time.time()

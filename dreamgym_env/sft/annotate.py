@@ -160,7 +160,8 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> s
 
     elements = [element for element in map(parse_line, lines.values()) if element is not None]
     box_of = _box_of_label(elements)
-    label_of = {box.ref: (label.text or "").strip() for label, box in zip(elements, elements[1:]) if label.ref in box_of}
+    text_of = {element.ref: (element.text or "").strip() for element in elements}
+    label_of = {box.ref: text_of[label_ref] for label_ref, box in box_of.items()}
     parts = []
     for term in terms:
         hits = []

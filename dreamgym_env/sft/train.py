@@ -423,6 +423,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     if device == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     autocast = bf16_autocast(device, cfg.precision)
+    precision = "bf16 autocast" if autocast else "fp32"
     torch.manual_seed(cfg.seed)
     logger.info("sft config: %s", json.dumps(asdict(cfg)))
     out_dir = Path(cfg.output_dir)
@@ -436,7 +437,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     logger.info("%d train / %d test examples (%d of held-out families); %.1fM trainable parameters; %s",
                 len(train_rows), len(test_rows), len(test_rows) - len(seen_test),
-                sum(p.numel() for p in trainable) / 1e6, f"{device}, {'bf16 autocast' if autocast else 'fp32'}")
+                sum(p.numel() for p in trainable) / 1e6, f"{device}, {precision}")
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
     steps_per_epoch = len(epochs[0])
@@ -518,7 +519,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
             "split": {k: len(v) for k, v in data["split"].items()}, "held_out_families": cfg.held_out_families,
             "train_examples": len(train_rows), "steps": state["step"], "train_tokens": state["tokens"],
             "train_hours": state["train_seconds"] / 3600, "device": device,
-            "precision": "bf16 autocast" if autocast else "fp32",
+            "precision": precision,
             "held_out_teacher_forced": state["evals"][-1] if state["evals"] else None}
     (Path(cfg.output_dir) / "split.json").write_text(json.dumps(data["split"]))
     path = export_model(cfg, model, tokenizer, base, info)

@@ -95,6 +95,7 @@ class DreamGymEnv(TextWebEnv):
     | top_k | domain default (WebArena 4, MiniWoB 2) | retrieved demos per step |
     | history_length | domain default (WebArena 4, MiniWoB 2) | past actions shown to the model |
     | retrieve_source | "real" | only retrieve transitions with this source (None: any) |
+    | exact_retrieval | True | exact nearest neighbours, ties broken by id, as ``dreamgym sft`` builds its demos; False: Chroma's approximate HNSW search (for buffers far beyond ~10^5 entries) |
     | write_synthetic | True | store every synthetic transition in the buffer (provenance "synthetic") |
     | strict | False | raise model failures instead of truncating |
     | max_retries | 2 | extra model calls after an unparseable answer or a failed request |
@@ -132,6 +133,7 @@ class DreamGymEnv(TextWebEnv):
         top_k: int | None = None,
         history_length: int | None = None,
         retrieve_source: str | None = "real",
+        exact_retrieval: bool = True,
         write_synthetic: bool = True,
         strict: bool = False,
         max_retries: int = 2,
@@ -162,6 +164,7 @@ class DreamGymEnv(TextWebEnv):
         self.top_k = top_k if self.buffer is not None else 0
         self.history_length = history_length
         self.retrieve_source = retrieve_source
+        self.exact_retrieval = exact_retrieval
         self.write_synthetic = write_synthetic and self.buffer is not None
         self.strict = strict
         self.max_retries = max_retries
@@ -464,7 +467,7 @@ def run_plans(backend: ExperienceModel, envs: Sequence[DreamGymEnv], plans: Sequ
         found = buffer.query(
             [q[0] for _, q in queries], [q[1] for _, q in queries],
             n_results=max(envs[i].top_k for i, _ in queries), where=where,
-            exclude_trajectory_ids=[q[2] for _, q in queries],
+            exclude_trajectory_ids=[q[2] for _, q in queries], exact=envs[queries[0][0]].exact_retrieval,
         )
         for (i, _), demos in zip(queries, found):
             plans[i].demos = demos[: envs[i].top_k]

@@ -267,6 +267,61 @@ def test_exclude_own_trajectory(buf):
     assert [h.id for h in excluded] == [h.id for h in reference]
 
 
+def _same_key_trajectory(traj_id: str, *, task_id: str = "click-button", state: str = "[0] button \"OK\"") -> Trajectory:
+    """A one-step trajectory whose (state, action) key is the same for every ``traj_id``."""
+    t = Transition(domain="miniwob", task_id=task_id, trajectory_id=traj_id, step=0, state=state,
+                   action="click [0]", next_state=state + "\n[1] text \"done\"", reward=1.0, done=True,
+                   goal="Click OK", source="real")
+    return Trajectory(traj_id, "miniwob", task_id, "Click OK", [t], "real")
+
+
+def test_exact_query_is_reproducible_and_breaks_ties_by_id():
+    # 60 entries share one key (as real first steps do); the exact search picks the same three
+    # (the smallest ids) from two buffers filled in different orders
+    ids = [f"t{i:02d}" for i in range(60)]
+    rng = np.random.default_rng(0)
+    nearby = [_same_key_trajectory(f"n{i}", state=f"[0] button \"OK {i}\"") for i in range(5)]
+    answers = []
+    for order in (ids, list(rng.permutation(ids))):
+        with ExperienceBuffer() as b:
+            b.add_trajectories([_same_key_trajectory(i) for i in order] + nearby)
+            q = _same_key_trajectory("query").transitions[0]
+            (hits,) = b.query([q.state], [q.action], n_results=3, exact=True)
+            (excluded,) = b.query([q.state], [q.action], n_results=3, exact=True, exclude_trajectory_ids=["t00"])
+            (filtered,) = b.query([q.state], [q.action], n_results=3, exact=True, where={"task_id": "other"})
+            (wide,) = b.query([q.state], [q.action], n_results=63, exact=True)
+            answers.append([h.id for h in hits])
+            assert [h.id for h in hits] == ["miniwob:t00:0", "miniwob:t01:0", "miniwob:t02:0"]
+            assert all(h.distance == 0.0 for h in hits) and hits[0].transition.trajectory_id == "t00"
+            assert [h.id for h in excluded] == ["miniwob:t01:0", "miniwob:t02:0", "miniwob:t03:0"]
+            assert filtered == []
+            # beyond the 60 ties come the nearby keys, nearest first
+            assert [h.id for h in wide[:60]] == [f"miniwob:{i}:0" for i in ids]
+            assert all(h.transition.trajectory_id.startswith("n") for h in wide[60:])
+            assert [h.distance for h in wide] == sorted(h.distance for h in wide) and wide[-1].distance > 0
+            # an entry added later is seen (the cached index is rebuilt)
+            b.add_trajectories([_same_key_trajectory("a00")])
+            (again,) = b.query([q.state], [q.action], n_results=1, exact=True)
+            assert again[0].id == "miniwob:a00:0"
+    assert answers[0] == answers[1]
+
+
+def test_exact_query_matches_brute_force(buf):
+    trajectories = [make_trajectory(f"tr{i}", topic=t) for i, t in enumerate(["login form", "search box", "city date"])]
+    buf.add_trajectories(trajectories)
+    rows = [t for tr in trajectories for t in tr.transitions]
+    emb = buf.embedder.embed([key_text(t.state, t.action) for t in rows])
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    q = make_trajectory("q", topic="login box").transitions[1]
+    qe = buf.embedder.embed([key_text(q.state, q.action)])[0]
+    dist = 1.0 - emb @ (qe / np.linalg.norm(qe))
+    expected = [transition_id(rows[i]) for i in np.argsort(dist, kind="stable")[:4]]
+    (hits,) = buf.query([q.state], [q.action], n_results=4, exact=True)
+    assert [h.id for h in hits] == expected
+    assert np.allclose([h.distance for h in hits], np.sort(dist)[:4], atol=1e-5)
+    assert buf.query([], [], exact=True) == [] and buf.query([q.state], [q.action], n_results=0, exact=True) == [[]]
+
+
 def test_initial_states(buf):
     buf.add_trajectories(
         [

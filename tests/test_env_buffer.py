@@ -104,3 +104,29 @@ def test_episodes_from_the_same_seed_are_all_written(tmp_path):
     assert buffer.count({"source": "synthetic"}) == 3
     again = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, task_id=680)
     assert again.reset(seed=7)[1]["trajectory_id"] == again.reset(seed=7)[1]["trajectory_id"]
+
+
+def test_retrieval_is_exact_with_ties_by_id_unless_asked_otherwise(tmp_path):
+    # 30 real episodes share every (state, action) key: the env retrieves the smallest ids, as
+    # `dreamgym sft` does, whatever order they were stored in
+    episodes = [f"real-{i:02d}" for i in range(30)]
+    buffer = ExperienceBuffer(tmp_path / "buffer")
+    for name in reversed(episodes):
+        buffer.add(real_episode(name))
+    env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, top_k=3, task_id=680)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("click [2]")
+    assert info["retrieved"] == ["webarena:real-00:0", "webarena:real-00:2", "webarena:real-01:0"]
+    queries = []
+    original = buffer.query
+
+    def spying_query(states, actions, **kwargs):
+        queries.append(kwargs["exact"])
+        return original(states, actions, **kwargs)
+
+    buffer.query = spying_query  # type: ignore[method-assign]
+    approximate = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, top_k=3, task_id=680,
+                              exact_retrieval=False)
+    approximate.reset(seed=0)
+    _, _, _, _, info = approximate.step("click [2]")
+    assert queries == [False] and len(info["retrieved"]) == 3

@@ -85,6 +85,17 @@ class AddResult:
 
 
 @dataclass
+class _ExactIndex:
+    """A partition's entries for exact search: ids in sorted order, their unit embeddings and
+    trajectory ids, and the entry count they were read at."""
+
+    count: int
+    ids: list[str]
+    matrix: np.ndarray
+    trajectory_ids: np.ndarray
+
+
+@dataclass
 class Retrieved:
     """One retrieved neighbour: its id, cosine distance to the query key and the transition."""
 
@@ -283,6 +294,7 @@ class ExperienceBuffer:
         self.payload_hits = 0
         self.payload_misses = 0
         self._missing: dict[PartKey, float] = {}  # partitions found absent, and when
+        self._exact: dict[tuple[str, str], _ExactIndex] = {}  # see _exact_index
         if client is not None:
             self._client = client
         elif host is not None:
@@ -495,6 +507,8 @@ class ExperienceBuffer:
                     f" (+{more} more)" if more > 0 else "",
                 )
             added: list[int] = []
+            if groups:
+                self._exact.clear()
             for (domain, source), idx in groups.items():
                 col = self._partition(domain, source, create=True)
                 for chunk in _chunks(idx, self.max_batch_size):
@@ -564,6 +578,7 @@ class ExperienceBuffer:
         n_results: int = 4,
         where: Where | None = None,
         exclude_trajectory_ids: Sequence[str | None] | None = None,
+        exact: bool = False,
     ) -> list[list[Retrieved]]:
         """Top-``n_results`` stored transitions nearest to each (state, action) pair.
 
@@ -571,6 +586,13 @@ class ExperienceBuffer:
         env's ``{"$and": [{"domain": d}, {"source": s}]}``). Entries of
         ``exclude_trajectory_ids[i]`` are dropped from result ``i``; only rows where they
         displaced a neighbour are asked again (with more results, then with a ``$ne`` filter).
+
+        Chroma's HNSW search is approximate, and which of several equally distant entries it
+        returns depends on how its graph was built (not reproducible from one build to the
+        next: real data holds many identical (state, action) keys). ``exact=True`` instead
+        compares each pair with every matching entry and breaks distance ties by id, so two
+        buffers holding the same transitions give the same answer; it costs one pass over the
+        matching entries per call and suits buffers of up to ~10^5 entries (SFT data building).
 
         Args:
             states: Current states.
@@ -598,6 +620,9 @@ class ExperienceBuffer:
             if not parts:
                 return [[] for _ in range(n)]
             emb = self._embed([key_text(s, a) for s, a in zip(states, actions)])
+            if exact:
+                return [[Retrieved(id_, dist, t) for id_, dist, t in hits]
+                        for hits in self._search_exact(parts, emb, n_results, residual, exclude)]
             rows = self._search(parts, emb, n_results, n_results, residual, exclude)
             # Rows where their own trajectory took places: ask again for more, then let Chroma
             # filter (slow, but only when the trajectory crowds the whole neighbourhood).
@@ -668,6 +693,74 @@ class ExperienceBuffer:
             top = cands[:limit]
             incomplete = horizon[j] < math.inf and (len(top) < limit or top[-1][0] > horizon[j])
             out.append(([(id_, d, m) for d, id_, m in top], incomplete))
+        return out
+
+    def _exact_index(self, key: PartKey, col: Any, where: Where | None) -> "_ExactIndex":
+        """Ids (sorted), unit embeddings and trajectory ids of ``col``'s entries matching
+        ``where``; cached until the partition's entry count changes. Reads embeddings only (the
+        trajectory id is part of the entry id), never the stored payloads."""
+        cache_key = (col.name, json.dumps(where, sort_keys=True))
+        count = col.count()
+        cached = self._exact.get(cache_key)
+        if cached is not None and cached.count == count:
+            return cached
+        ids: list[str] = []
+        vecs: list[np.ndarray] = []
+        offset = 0
+        while True:
+            res = col.get(where=where, include=["embeddings"], limit=self.max_batch_size, offset=offset)
+            ids.extend(res["ids"])
+            if res["ids"]:
+                vecs.append(np.asarray(res["embeddings"], dtype=np.float32))
+            if len(res["ids"]) < self.max_batch_size:
+                break
+            offset += len(res["ids"])
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        ids = [ids[i] for i in order]
+        matrix = np.concatenate(vecs)[order] if ids else np.zeros((0, 0), dtype=np.float32)
+        if ids:
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        prefix = len(key[0]) + 1  # ids are "{domain}:{trajectory_id}:{step}"
+        trajectories = np.asarray([id_[prefix : id_.rindex(":")] for id_ in ids], dtype=object)
+        index = _ExactIndex(count, ids, matrix, trajectories)
+        self._exact[cache_key] = index
+        return index
+
+    def _search_exact(
+        self,
+        parts: list[tuple[PartKey, Any]],
+        emb: np.ndarray,
+        limit: int,
+        where: Where | None,
+        exclude: list[str | None],
+    ) -> list[list[tuple[str, float, Transition]]]:
+        """Exact nearest ``limit`` per embedding over ``parts``: cosine distance against every
+        matching entry, ties broken by id (distances rounded to 1e-6, so that float noise
+        between identical keys cannot reorder them)."""
+        queries = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        merged: list[list[tuple[float, str, Any]]] = [[] for _ in range(len(emb))]
+        for key, col in parts:
+            index = self._exact_index(key, col, where)
+            if not index.ids:
+                continue
+            dist = np.round(1.0 - queries @ index.matrix.T, 6).astype(np.float64)
+            for j, ex in enumerate(exclude):
+                if ex is not None:
+                    dist[j, index.trajectory_ids == ex] = np.inf
+            k = min(limit, len(index.ids))
+            kth = np.partition(dist, k - 1, axis=1)[:, k - 1]
+            picked: list[list[int]] = []
+            for j in range(len(emb)):
+                cand = np.flatnonzero(dist[j] <= kth[j])  # in id order
+                cand = cand[np.argsort(dist[j, cand], kind="stable")][:k]
+                picked.append([int(i) for i in cand if np.isfinite(dist[j, i])])
+            payloads = self._load_payloads(col, [index.ids[i] for row in picked for i in row])
+            for j, row in enumerate(picked):
+                merged[j].extend((max(0.0, float(dist[j, i])), index.ids[i], payloads[index.ids[i]]) for i in row)
+        out = []
+        for cands in merged:
+            cands.sort(key=lambda c: (c[0], c[1]))
+            out.append([(id_, d, t) for d, id_, t in cands[:limit]])
         return out
 
     def get(self, ids: Sequence[str]) -> list[Transition]:
@@ -827,6 +920,7 @@ class ExperienceBuffer:
         by_col: dict[int, tuple[Any, list[str]]] = {}
         for col, id_ in rows:
             by_col.setdefault(id(col), (col, []))[1].append(id_)
+        self._exact.clear()
         with self._errors():
             for col, ids in by_col.values():
                 for chunk in _chunks(ids, self.max_batch_size):

@@ -3,7 +3,9 @@ same chat template and the same retrieval the env uses at serving time.
 
 Demos come from a replay buffer holding the *training* trajectories only, queried exactly as
 :func:`dreamgym_env.env.run_plans` does (same query text, same ``where``), and never from the
-transition's own trajectory.
+transition's own trajectory. The search is exact with ties broken by id (``exact=True``) where
+the env's is Chroma's approximate HNSW: the same data then always gives the same examples
+(HNSW picks among the many identical keys of real data differently at each build).
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def build_examples(
             part = rows[start : start + chunk]
             found = buffer.query(
                 [t.state for t, _ in part], [t.action for t, _ in part], n_results=top_k, where=where,
-                exclude_trajectory_ids=[t.trajectory_id for t, _ in part],
+                exclude_trajectory_ids=[t.trajectory_id for t, _ in part], exact=True,
             )
             for i, hits in enumerate(found):
                 demos[start + i] = [h.transition for h in hits[:top_k]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -34,7 +35,8 @@ def success_by_family(env_id: str, policy: str, episodes: int, seed: int, workdi
 
 
 def success_by_family_batched(env_id: str, policy: str, episodes: int, seed: int, batch: int,
-                              max_steps: int = 12, families: list[str] | None = None) -> dict[str, tuple[float, float]]:
+                              max_steps: int = 12, families: list[str] | None = None,
+                              env_kwargs: dict | None = None) -> dict[str, tuple[float, float]]:
     """As :func:`success_by_family`, ``batch`` episodes at a time: the synthetic env's model calls
     of one step go to the backend as one batch (same seeds as the real run's episodes)."""
     from tqdm.auto import tqdm
@@ -45,7 +47,7 @@ def success_by_family_batched(env_id: str, policy: str, episodes: int, seed: int
 
     families = families or list(TASK_IDS)
     total = episodes * len(families)
-    envs = make_envs(env_id, min(batch, total), {"max_episode_steps": max_steps})
+    envs = make_envs(env_id, min(batch, total), {"max_episode_steps": max_steps, **(env_kwargs or {})})
     wins: dict[str, list[float]] = collections.defaultdict(list)
     lengths: dict[str, list[int]] = collections.defaultdict(list)
     with tqdm(total=total, desc=f"{policy} on {env_id}", unit="ep") as bar:
@@ -80,14 +82,16 @@ def success_by_family_batched(env_id: str, policy: str, episodes: int, seed: int
     return {f: (sum(wins[f]) / len(wins[f]), sum(lengths[f]) / len(lengths[f])) for f in families if wins[f]}
 
 
-def compare(synthetic_env: str, real_env: str, episodes: int, seed: int, batch: int, workdir: Path) -> None:
+def compare(synthetic_env: str, real_env: str, episodes: int, seed: int, batch: int, workdir: Path,
+            env_kwargs: dict | None = None) -> None:
     """Closed loop: oracle and random success per family, synthetic beside real, same seeds."""
     rows = {}
     for policy in ("oracle", "random"):
         real = success_by_family(real_env, policy, episodes, seed, workdir)
-        synthetic = success_by_family_batched(synthetic_env, policy, episodes, seed, batch)
+        synthetic = success_by_family_batched(synthetic_env, policy, episodes, seed, batch, env_kwargs=env_kwargs)
         rows[policy] = (synthetic, real)
-    print(f"closed loop: {synthetic_env} vs {real_env}, {episodes} episodes per family and policy, seed {seed}")
+    extra = f" ({json.dumps(env_kwargs)})" if env_kwargs else ""
+    print(f"closed loop: {synthetic_env}{extra} vs {real_env}, {episodes} episodes per family and policy, seed {seed}")
     print("| family | oracle synthetic | oracle real | |Δ| | random synthetic | random real | |Δ| |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     gaps: dict[str, list[float]] = {"oracle": [], "random": []}
@@ -111,12 +115,14 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="closed loop: --env (synthetic) beside --real-env")
     parser.add_argument("--real-env", default="DreamGym-MiniWoB-Real-v0")
     parser.add_argument("--batch", type=int, default=19, help="synthetic episodes stepped together")
+    parser.add_argument("--env-kwargs", type=json.loads, default=None,
+                        help='JSON keyword arguments of the synthetic env, e.g. \'{"exact_retrieval": false}\'')
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model request otherwise
     if args.compare:
         with tempfile.TemporaryDirectory() as tmp:
-            compare(args.env, args.real_env, args.episodes, args.seed, args.batch, Path(tmp))
+            compare(args.env, args.real_env, args.episodes, args.seed, args.batch, Path(tmp), args.env_kwargs)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tables = {p: success_by_family(args.env, p, args.episodes, args.seed, Path(tmp)) for p in ("oracle", "random")}

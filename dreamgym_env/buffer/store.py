@@ -706,15 +706,10 @@ class ExperienceBuffer:
             return cached
         ids: list[str] = []
         vecs: list[np.ndarray] = []
-        offset = 0
-        while True:
-            res = col.get(where=where, include=["embeddings"], limit=self.max_batch_size, offset=offset)
+        for res in self._pages(col, where, ["embeddings"]):
             ids.extend(res["ids"])
             if res["ids"]:
                 vecs.append(np.asarray(res["embeddings"], dtype=np.float32))
-            if len(res["ids"]) < self.max_batch_size:
-                break
-            offset += len(res["ids"])
         order = sorted(range(len(ids)), key=ids.__getitem__)
         ids = [ids[i] for i in order]
         matrix = np.concatenate(vecs)[order] if ids else np.zeros((0, 0), dtype=np.float32)
@@ -797,16 +792,20 @@ class ExperienceBuffer:
         with self._errors():
             parts, residual = self._partitions(where)
             for _, col in parts:
-                offset = 0
-                while True:
-                    res = col.get(where=residual, include=include, limit=self.max_batch_size, offset=offset)
-                    page = res["ids"]
-                    metas = res["metadatas"] if "metadatas" in include else [None] * len(page)
-                    for id_, meta in zip(page, metas):
+                for res in self._pages(col, residual, include):
+                    metas = res["metadatas"] if "metadatas" in include else [None] * len(res["ids"])
+                    for id_, meta in zip(res["ids"], metas):
                         yield col, id_, meta
-                    if len(page) < self.max_batch_size:
-                        break
-                    offset += len(page)
+
+    def _pages(self, col: Any, where: Where | None, include: list[str]) -> Iterator[dict[str, Any]]:
+        """``col.get`` answers for the entries matching ``where``, ``max_batch_size`` at a time."""
+        offset = 0
+        while True:
+            res = col.get(where=where, include=include, limit=self.max_batch_size, offset=offset)
+            yield res
+            if len(res["ids"]) < self.max_batch_size:
+                return
+            offset += len(res["ids"])
 
     def initial_states(self, *, domain: str, task_id: str, source: str | None = "real") -> list[Transition]:
         """Stored first steps (``step == 0``) of ``task_id``, sorted by id.

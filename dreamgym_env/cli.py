@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dreamgym_env.collect import add_collect_parser
 
     add_collect_parser(sub)
+    from dreamgym_env.data_report import add_data_stats_parser
+
+    add_data_stats_parser(sub)
 
     buffer = sub.add_parser("buffer", help="inspect, import, export or prune a replay buffer")
     buffer.add_argument("action", choices=["stats", "import", "export", "prune"])

@@ -175,12 +175,12 @@ class CollectStats:
         }
 
 
-def _make_policy(policy: PolicyLike, epsilon: float, seed: int) -> tuple[Any, str]:
+def _make_policy(policy: PolicyLike, epsilon: float, seed: int, recover: float) -> tuple[Any, str]:
     if isinstance(policy, str):
         from dreamgym_env.domains.miniwob.oracles import make_policy
 
-        name = policy if policy != "mixed" else f"mixed-eps{epsilon:g}"
-        return make_policy(policy, epsilon=epsilon, seed=seed), name
+        name = {"mixed": f"mixed-eps{epsilon:g}", "near-miss": f"near-miss-rec{recover:g}"}.get(policy, policy)
+        return make_policy(policy, epsilon=epsilon, seed=seed, recover=recover), name
     return policy, getattr(policy, "name", type(policy).__name__)
 
 
@@ -210,14 +210,16 @@ def collect(
     env_kwargs: Mapping[str, Any] | None = None,
     buffer_batch: int = 50,
     progress: bool = False,
+    recover: float = 0.2,
 ) -> CollectStats:
     """Run ``episodes`` episodes of ``env_id`` and append each as one JSONL line to ``out_path``.
 
     Args:
         env_id: a registered env id (e.g. ``"DreamGym-MiniWoB-Real-v0"``).
         episodes: the run's episode count; those already in ``out_path`` are skipped.
-        policy: ``"oracle"``, ``"random"``, ``"mixed"``, an object with ``act(obs, info)`` (and
-            optionally ``reset(seed)``), or a callable ``(obs, info) -> action``.
+        policy: ``"oracle"``, ``"random"``, ``"mixed"``, ``"near-miss"``, an object with
+            ``act(obs, info)`` (and optionally ``reset(seed)``, and ``step_extra()``: a dict
+            stored in the transition's ``extra``), or a callable ``(obs, info) -> action``.
         out_path: JSONL file (``.gz``: gzip-compressed), appended to.
         seed: run seed: episode ``i`` resets with :func:`episode_seed` ``(seed, i)``.
         epsilon: random-action probability of the ``mixed`` policy.
@@ -229,6 +231,7 @@ def collect(
         env_kwargs: more keyword arguments of ``gym.make``.
         buffer_batch: trajectories per buffer insert.
         progress: show a tqdm bar (on stderr).
+        recover: share of ``near-miss`` episodes that return to the real goal after the mistake.
 
     Returns:
         CollectStats of the episodes run now (not the skipped ones).
@@ -242,7 +245,7 @@ def collect(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     done_ids = _existing_ids(out)
-    agent, policy_name = _make_policy(policy, epsilon, seed)
+    agent, policy_name = _make_policy(policy, epsilon, seed, recover)
     todo = [i for i in range(episodes) if trajectory_id(env_id, seed, i, policy_name) not in done_ids]
     stats = CollectStats(env_id=env_id, out_path=str(out), policy=policy_name, skipped=episodes - len(todo))
     if isinstance(buffer, (str, os.PathLike)):
@@ -298,6 +301,7 @@ def collect(
                 step = 0
                 while not (terminated or truncated):
                     action = _act(agent, obs, info)
+                    policy_extra = agent.step_extra() if hasattr(agent, "step_extra") else None
                     t0 = time.perf_counter()
                     obs, reward, terminated, truncated, info = env.step(action)
                     stats.env_s += time.perf_counter() - t0
@@ -312,6 +316,8 @@ def collect(
                         extra["last_action_error"] = info["last_action_error"]
                     if step == 0 and "miniwob_seed" in info:
                         extra["miniwob_seed"] = info["miniwob_seed"]
+                    if policy_extra:
+                        extra.update(policy_extra)
                     valid = bool(info.get("valid_action", True))
                     stats.invalid_actions += not valid
                     traj.transitions.append(Transition(
@@ -414,9 +420,13 @@ def add_collect_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--env", default="DreamGym-MiniWoB-Real-v0", help="registered env id")
     parser.add_argument("--episodes", type=int, required=True, help="episodes of the run (resumes)")
-    parser.add_argument("--policy", choices=["oracle", "random", "mixed"], default="mixed",
+    parser.add_argument("--policy", choices=["oracle", "random", "mixed", "near-miss"], default="mixed",
                         help="oracle: scripted solver; random: random admissible action; "
-                        "mixed: oracle, or with probability --epsilon a random action")
+                        "mixed: oracle, or with probability --epsilon a random action; "
+                        "near-miss: oracle with one plausible mistake an episode (the other button, "
+                        "a box too many or too few, a wrong or partial text, early Submit, ...)")
+    parser.add_argument("--recover", type=float, default=0.2,
+                        help="near-miss: share of episodes that go back to the real goal after the mistake")
     parser.add_argument("--epsilon", type=float, default=0.2, help="random-action probability of mixed")
     parser.add_argument("--out", required=True, help="output JSONL file (.jsonl or .jsonl.gz)")
     parser.add_argument("--buffer", default=None, help="also add the trajectories to this buffer (path or http://host:port)")
@@ -433,7 +443,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     stats = collect(
         args.env, args.episodes, args.policy, args.out, seed=args.seed, epsilon=args.epsilon,
         buffer=args.buffer, task_ids=task_ids, max_episode_steps=args.max_steps,
-        progress=not args.no_progress,
+        progress=not args.no_progress, recover=args.recover,
     )
     print(json.dumps(stats.to_dict()))
     return 0 if not stats.failed_resets else 1

@@ -399,15 +399,23 @@ class MixedPolicy:
         return self.oracle.act(obs, info)
 
 
-def make_policy(name: str, *, epsilon: float = 0.2, seed: int | None = None, invalid_rate: float | None = None) -> Any:
-    """``"oracle"``, ``"random"`` or ``"mixed"`` (oracle with probability ``1 - epsilon``).
+def make_policy(name: str, *, epsilon: float = 0.2, seed: int | None = None, invalid_rate: float | None = None,
+                recover: float = 0.2) -> Any:
+    """``"oracle"``, ``"random"``, ``"mixed"`` (oracle with probability ``1 - epsilon``) or
+    ``"near-miss"`` (the oracle with one plausible mistake an episode, see
+    :class:`~dreamgym_env.domains.miniwob.near_miss.NearMissPolicy`).
 
     ``invalid_rate``: share of rejected actions among the random ones (default 0 for
-    ``random``, 0.1 for ``mixed``)."""
+    ``random``, 0.1 for ``mixed``). ``recover``: near-miss episodes that go back to the real
+    goal after the mistake."""
     if name == "oracle":
         return OraclePolicy(seed)
     if name == "random":
         return RandomPolicy(seed, invalid_rate=invalid_rate or 0.0)
     if name == "mixed":
         return MixedPolicy(epsilon, seed, invalid_rate=0.1 if invalid_rate is None else invalid_rate)
-    raise ValueError(f"Unknown policy {name!r}; use oracle, random or mixed")
+    if name == "near-miss":
+        from dreamgym_env.domains.miniwob.near_miss import NearMissPolicy
+
+        return NearMissPolicy(seed, recover=recover)
+    raise ValueError(f"Unknown policy {name!r}; use oracle, random, mixed or near-miss")

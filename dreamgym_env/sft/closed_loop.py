@@ -1,0 +1,350 @@
+"""Closed-loop fidelity of a MiniWoB experience model: paired starts and replay agreement.
+
+Scoring single transitions (``dreamgym eval-model``) says little about what an agent trained in
+the synthetic env will meet. Here the same scripted policies act in the real env and in the
+synthetic one, and the episodes are compared:
+
+- **Paired closed loop**: episode ``i`` of policy ``p`` runs first on the real env (reset seed
+  :func:`~dreamgym_env.collect.episode_seed` ``(seed, i)``); the synthetic episode then starts
+  from exactly the page and goal the real env showed (``reset(options={"task": {...,
+  "initial_state": ...}})``) with the policy seeded the same, so the two differ only in
+  dynamics. Reported: success per family on both, and the mean over families of
+  ``|synthetic - real|`` with a bootstrap 95 % interval (episodes resampled within family, pairs
+  kept together).
+- **Replay agreement**: each real episode's actions are replayed in the synthetic env from its
+  start; an episode agrees when the synthetic env gives the same outcome (success or not).
+
+With a deterministic backend (greedy decoding) everything is reproducible from ``seed``.
+
+    dreamgym closed-loop --backend http://127.0.0.1:8000/v1 --episodes 30 --output results/fidelity/closed-loop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClosedLoopResult", "EpisodePair", "bootstrap_mean_gap", "closed_loop", "format_closed_loop"]
+
+#: Scripted policies the closed loop runs by default (see ``dreamgym collect --policy``).
+DEFAULT_POLICIES = ("oracle", "random", "near-miss")
+
+
+@dataclass
+class EpisodePair:
+    """One real episode and its synthetic twin (same start, same policy seed)."""
+
+    policy: str
+    family: str
+    episode: int
+    real_success: bool
+    synthetic_success: bool
+    real_steps: int
+    synthetic_steps: int
+    #: The real episode's actions replayed in the synthetic env: did it succeed there?
+    replay_success: bool | None = None
+    synthetic_error: str | None = None
+
+
+def bootstrap_mean_gap(pairs: Sequence[EpisodePair], *, resamples: int = 2000, seed: int = 0,
+                       replay: bool = False) -> tuple[float, float, float]:
+    """Mean over families of ``|synthetic success - real success|`` and its bootstrap 95 % interval.
+
+    Episodes are resampled with replacement within each family, each pair kept whole, so the
+    interval reflects how many episodes a family has. With ``replay`` the synthetic side is the
+    replayed real actions (:attr:`EpisodePair.replay_success`).
+
+    Returns:
+        (gap, lower, upper); NaNs when ``pairs`` is empty.
+    """
+    by_family: dict[str, np.ndarray] = {}
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for p in pairs:
+        synthetic = p.replay_success if replay else p.synthetic_success
+        if synthetic is None:
+            continue
+        groups[p.family].append((float(synthetic), float(p.real_success)))
+    if not groups:
+        return math.nan, math.nan, math.nan
+    for family, rows in groups.items():
+        by_family[family] = np.asarray(rows)
+
+    def gap(samples: Mapping[str, np.ndarray]) -> float:
+        return float(np.mean([abs(a[:, 0].mean() - a[:, 1].mean()) for a in samples.values()]))
+
+    rng = np.random.default_rng(seed)
+    boot = np.empty(resamples)
+    for b in range(resamples):
+        boot[b] = gap({f: a[rng.integers(len(a), size=len(a))] for f, a in by_family.items()})
+    return gap(by_family), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def _share_interval(hits: Sequence[bool], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """A share and its bootstrap 95 % interval."""
+    a = np.asarray(hits, dtype=float)
+    if not len(a):
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    boot = a[rng.integers(len(a), size=(resamples, len(a)))].mean(axis=1)
+    return float(a.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+@dataclass
+class ClosedLoopResult:
+    """Every episode pair and the figures computed from them."""
+
+    synthetic_env: str
+    real_env: str
+    episodes_per_family: int
+    seed: int
+    pairs: list[EpisodePair] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for policy in sorted({p.policy for p in self.pairs}):
+            rows = [p for p in self.pairs if p.policy == policy]
+            gap, lo, hi = bootstrap_mean_gap(rows, seed=self.seed)
+            agree = [p.replay_success == p.real_success for p in rows if p.replay_success is not None]
+            share, alo, ahi = _share_interval(agree, seed=self.seed)
+            failed = [p.replay_success == p.real_success for p in rows if p.replay_success is not None and not p.real_success]
+            out[policy] = {
+                "episodes": len(rows),
+                "real_success": float(np.mean([p.real_success for p in rows])),
+                "synthetic_success": float(np.mean([p.synthetic_success for p in rows])),
+                "mean_abs_gap": gap, "gap_ci95": [lo, hi],
+                "replay_agreement": share, "replay_agreement_ci95": [alo, ahi],
+                "replay_agreement_real_failures": float(np.mean(failed)) if failed else math.nan,
+                "real_failures": len(failed),
+                "synthetic_errors": sum(p.synthetic_error is not None for p in rows),
+            }
+        return out
+
+    def per_family(self) -> dict[str, dict[str, dict[str, float]]]:
+        table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+        groups: dict[tuple[str, str], list[EpisodePair]] = defaultdict(list)
+        for p in self.pairs:
+            groups[(p.family, p.policy)].append(p)
+        for (family, policy), rows in sorted(groups.items()):
+            replayed = [p for p in rows if p.replay_success is not None]
+            table[family][policy] = {
+                "episodes": len(rows),
+                "real": float(np.mean([p.real_success for p in rows])),
+                "synthetic": float(np.mean([p.synthetic_success for p in rows])),
+                "replay_agreement": float(np.mean([p.replay_success == p.real_success for p in replayed])) if replayed else math.nan,
+            }
+        return dict(table)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"synthetic_env": self.synthetic_env, "real_env": self.real_env,
+                "episodes_per_family": self.episodes_per_family, "seed": self.seed,
+                "summary": self.summary(), "per_family": self.per_family(),
+                "pairs": [asdict(p) for p in self.pairs]}
+
+
+def _run_synthetic(envs: list[Any], starts: Sequence[Mapping[str, Any]], actors: Sequence[Any],
+                   max_steps: int) -> list[tuple[bool, int, str | None]]:
+    """Run episodes in the synthetic envs, ``len(envs)`` at a time, each model step batched.
+
+    ``starts[i]``: reset options and seed of episode ``i``; ``actors[i]``: a policy with
+    ``act(obs, info)`` or a list of actions to replay (the episode ends when it runs out).
+    Returns (success, steps, first error) per episode.
+    """
+    from dreamgym_env.trainers.common import step_many
+
+    results: list[tuple[bool, int, str | None]] = [(False, 0, None)] * len(starts)
+    for first in range(0, len(starts), len(envs)):
+        ids = list(range(first, min(len(starts), first + len(envs))))
+        obs, infos, success, steps, errors = {}, {}, {}, {}, {}
+        for env, i in zip(envs, ids):
+            obs[i], infos[i] = env.reset(seed=starts[i]["seed"], options=starts[i]["options"])
+            success[i], steps[i], errors[i] = False, 0, infos[i].get("error")
+        live = [i for i in ids if not errors[i]]
+        env_of = dict(zip(ids, envs))
+        while live:
+            acting = []
+            for i in live:
+                actor = actors[i]
+                if isinstance(actor, list):
+                    if steps[i] >= len(actor):
+                        continue
+                    acting.append((i, actor[steps[i]]))
+                elif steps[i] < max_steps:
+                    acting.append((i, str(actor.act(obs[i], infos[i]))))
+            if not acting:
+                break
+            outcomes = step_many([env_of[i] for i, _ in acting], [a for _, a in acting])
+            live = []
+            for (i, _), (o, r, terminated, truncated, info) in zip(acting, outcomes):
+                obs[i], infos[i] = o, info
+                steps[i] += 1
+                success[i] = success[i] or float(r) > 0
+                if info.get("error") and errors[i] is None:
+                    errors[i] = str(info["error"])
+                if not (terminated or truncated or steps[i] >= max_steps):
+                    live.append(i)
+        for i in ids:
+            results[i] = (success[i], steps[i], errors[i])
+    return results
+
+
+def closed_loop(
+    synthetic_env: str = "DreamGym-MiniWoB-v0",
+    real_env: str = "DreamGym-MiniWoB-Real-v0",
+    *,
+    policies: Sequence[str] = DEFAULT_POLICIES,
+    episodes: int = 30,
+    families: Sequence[str] | None = None,
+    seed: int = 10000,
+    batch: int = 32,
+    max_steps: int = 12,
+    replay: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
+    workdir: str | Path | None = None,
+    progress: bool = False,
+) -> ClosedLoopResult:
+    """Run every policy ``episodes`` times per family on the real env, then on the synthetic env
+    from the same starts (and, with ``replay``, replay the real actions there).
+
+    Args:
+        synthetic_env: the synthetic env id (its backend and buffer through ``env_kwargs``).
+        real_env: the real twin.
+        policies: scripted policies (``oracle``, ``random``, ``mixed``, ``near-miss``).
+        episodes: episodes per family and policy.
+        families: task families (default: every MiniWoB family).
+        seed: episode ``i`` resets the real env with ``episode_seed(seed, i)``.
+        batch: synthetic episodes stepped together (one batched model call a step).
+        max_steps: step limit of both envs.
+        replay: also replay each real episode's actions in the synthetic env.
+        env_kwargs: keyword arguments of the synthetic env (e.g. ``backend``, ``buffer``).
+        workdir: where the real trajectories are written (default: a temporary folder).
+        progress: tqdm bars.
+    """
+    from dreamgym_env.collect import collect, episode_seed, read_trajectories
+    from dreamgym_env.domains.miniwob import TASK_IDS
+    from dreamgym_env.domains.miniwob.oracles import make_policy
+    from dreamgym_env.trainers.common import make_envs
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    families = list(families or TASK_IDS)
+    unknown = sorted(set(families) - set(TASK_IDS))
+    if unknown:
+        raise ValueError(f"unknown MiniWoB families {unknown}; known: {sorted(TASK_IDS)}")
+    result = ClosedLoopResult(synthetic_env, real_env, episodes, seed)
+    kwargs = {"max_episode_steps": max_steps, "write_synthetic": False, **dict(env_kwargs or {})}
+    envs = make_envs(synthetic_env, min(batch, episodes * len(families)), kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(workdir or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for policy in policies:
+                out = folder / f"real-{policy}-s{seed}.jsonl.gz"
+                collect(real_env, episodes * len(families), policy, out, seed=seed, task_ids=families,
+                        max_episode_steps=max_steps, progress=progress)
+                real = sorted(read_trajectories(out), key=lambda t: t.trajectory_id)
+                starts, actors, replays = [], [], []
+                for traj in real:
+                    episode = int(traj.trajectory_id.rsplit("-e", 1)[1])
+                    first = traj.transitions[0]
+                    task = {"task_id": traj.task_id, "goal": traj.goal, "initial_state": first.state}
+                    starts.append({"seed": episode_seed(seed, episode), "options": {"task": task}, "episode": episode})
+                    agent = make_policy(policy, seed=seed)
+                    if hasattr(agent, "reset"):
+                        agent.reset(seed=episode_seed(seed, episode))
+                    actors.append(agent)
+                    replays.append([t.action for t in traj.transitions])
+                logger.info("closed loop: %s, %d synthetic episodes", policy, len(starts))
+                synthetic = _run_synthetic(envs, starts, actors, max_steps)
+                replayed = _run_synthetic(envs, starts, replays, max_steps) if replay else [None] * len(real)
+                for traj, start, (ok, steps, error), rep in zip(real, starts, synthetic, replayed):
+                    result.pairs.append(EpisodePair(
+                        policy=policy, family=traj.task_id, episode=start["episode"],
+                        real_success=traj.total_reward > 0, synthetic_success=ok,
+                        real_steps=len(traj.transitions), synthetic_steps=steps,
+                        replay_success=None if rep is None else rep[0], synthetic_error=error,
+                    ))
+        finally:
+            for env in envs:
+                env.close()
+    return result
+
+
+def format_closed_loop(result: ClosedLoopResult) -> str:
+    """Markdown: per family and policy real / synthetic success and replay agreement, then the summary."""
+    summary = result.summary()
+    policies = list(summary)
+    head = "| family | " + " | ".join(f"{p} real | {p} synthetic | {p} replay agrees" for p in policies) + " |"
+    lines = [f"closed loop: {result.synthetic_env} vs {result.real_env}, {result.episodes_per_family} episodes "
+             f"per family and policy, paired starts, seed {result.seed}", "", head,
+             "|---" + "|---:" * (3 * len(policies)) + "|"]
+    for family, row in result.per_family().items():
+        cells = []
+        for p in policies:
+            r = row.get(p)
+            cells += ["" if r is None else f"{r['real']:.2f}", "" if r is None else f"{r['synthetic']:.2f}",
+                      "" if r is None else f"{r['replay_agreement']:.2f}"]
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for p, s in summary.items():
+        lines.append(
+            f"{p}: {s['episodes']} episodes, success real {s['real_success']:.3f} / synthetic {s['synthetic_success']:.3f}; "
+            f"mean |synthetic - real| over families {s['mean_abs_gap']:.3f} (95 % CI {s['gap_ci95'][0]:.3f}-{s['gap_ci95'][1]:.3f}); "
+            f"replay agreement {s['replay_agreement']:.3f} (95 % CI {s['replay_agreement_ci95'][0]:.3f}-"
+            f"{s['replay_agreement_ci95'][1]:.3f}), on real failures {s['replay_agreement_real_failures']:.3f} "
+            f"({s['real_failures']}); synthetic errors {s['synthetic_errors']}")
+    return "\n".join(lines)
+
+
+def add_closed_loop_parser(sub: Any) -> argparse.ArgumentParser:
+    """``dreamgym closed-loop``."""
+    parser = sub.add_parser(
+        "closed-loop", help="paired closed loop and replay agreement of a MiniWoB experience model",
+        description="Scripted policies on the real MiniWoB env and on the synthetic env from the same "
+        "starts; prints success per family, the mean |synthetic - real| gap with a bootstrap 95 %% interval "
+        "and the replay agreement of the real episodes' actions.",
+    )
+    parser.add_argument("--env", default="DreamGym-MiniWoB-v0", help="synthetic env id")
+    parser.add_argument("--real-env", default="DreamGym-MiniWoB-Real-v0")
+    parser.add_argument("--backend", default=None, help="experience model backend of the synthetic env "
+                        "(http://host:port/v1, transformers:DIR, ...; default: the env's own)")
+    parser.add_argument("--episodes", type=int, default=30, help="episodes per family and policy")
+    parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES),
+                        choices=["oracle", "random", "mixed", "near-miss"])
+    parser.add_argument("--families", nargs="+", default=None, help="default: every family")
+    parser.add_argument("--seed", type=int, default=10000)
+    parser.add_argument("--batch", type=int, default=32, help="synthetic episodes stepped together")
+    parser.add_argument("--no-replay", action="store_true", help="skip replay agreement")
+    parser.add_argument("--env-kwargs", type=json.loads, default=None,
+                        help='more JSON keyword arguments of the synthetic env, e.g. \'{"exact_retrieval": false}\'')
+    parser.add_argument("--output", default=None, help="write every pair and the figures as JSON here "
+                        "(and the table beside it as .md)")
+    parser.set_defaults(func=_cmd_closed_loop)
+    return parser
+
+
+def _cmd_closed_loop(args: argparse.Namespace) -> int:
+    kwargs = dict(args.env_kwargs or {})
+    if args.backend:
+        kwargs["backend"] = args.backend
+    result = closed_loop(args.env, args.real_env, policies=args.policies, episodes=args.episodes,
+                         families=args.families, seed=args.seed, batch=args.batch, replay=not args.no_replay,
+                         env_kwargs=kwargs, progress=True)
+    table = format_closed_loop(result)
+    print(table)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+    return 0

@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dreamgym_env.sft.closed_loop import add_closed_loop_parser
 
     add_closed_loop_parser(sub)
+    from dreamgym_env.sft.fidelity import add_fidelity_parser
+
+    add_fidelity_parser(sub)
     from dreamgym_env.trainers.cli import add_train_parser
 
     add_train_parser(sub)

@@ -8,7 +8,7 @@ import pytest
 
 from dreamgym_env.cli import build_parser, main
 
-SUBCOMMANDS = ["rollout", "collect", "data-stats", "buffer", "import", "serve", "serve-env", "annotate", "sft", "eval-model", "closed-loop", "train", "env"]
+SUBCOMMANDS = ["rollout", "collect", "data-stats", "buffer", "import", "serve", "serve-env", "annotate", "sft", "eval-model", "closed-loop", "fidelity", "train", "env"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -75,3 +75,31 @@ def test_paired_closed_loop_on_the_real_env_with_a_generous_model(tmp_path):
                          for f in tmp_path.glob("real-*.jsonl.gz") for line in __import__("gzip").open(f, "rt")}
     assert len(starts) == 2 * 2 * 6 and set(starts) <= real_first_states  # each synthetic episode (run and
     # replay, 2 policies x 6 episodes) made one step, on the page its real twin started from
+
+
+def test_goal_table_marks_each_goal():
+    from dreamgym_env.sft.fidelity import goal_table
+
+    table = goal_table({"eval": {"seen": {"valid_output": 1.0, "reward_done_acc": 0.5}},
+                        "loop": {"oracle": {"mean_abs_gap": 0.04, "gap_ci95": [0.01, 0.09]}}})
+    assert "| valid output, held-out episodes | ≥ 0.999 | 1.000 | yes |" in table
+    assert "| reward+done, held-out episodes | ≥ 0.99 | 0.500 | no |" in table
+    assert "| closed loop |gap|, oracle | ≤ 0.05 | 0.040 | yes |" in table
+    assert "| closed loop |gap| 95 % upper, oracle | ≤ 0.08 | 0.090 | no |" in table
+    assert "| replay agreement, random | ≥ 0.95 | not measured | |" in table
+
+
+@pytest.mark.skipif(not is_miniwob_available(), reason="needs miniwob + selenium and Chromium + ChromeDriver")
+def test_fidelity_command_writes_every_file(tmp_path, capsys):
+    """The one command, on the shipped model's card with the fake backend (figures meaningless,
+    files and plumbing real): a small eval sample and one closed-loop episode per family."""
+    from dreamgym_env.cli import main
+
+    out = tmp_path / "fid"
+    assert main(["fidelity", "--backend", "scripted", "--out-dir", str(out), "--episodes", "1",
+                 "--max-per-group", "2"]) == 0
+    assert {p.name for p in out.iterdir()} == {"eval.json", "eval.md", "closed-loop.json", "closed-loop.md", "summary.md"}
+    loop = json.loads((out / "closed-loop.json").read_text())
+    assert {p["policy"] for p in loop["pairs"]} == {"oracle", "random", "near-miss"} and len(loop["pairs"]) == 3 * 19
+    assert "| closed loop |gap|, oracle | ≤ 0.05 |" in capsys.readouterr().out
+    assert main(["fidelity", "--model", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 2

@@ -283,23 +283,35 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+def load_model_card(model: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """The model directory (default: the embedded MiniWoB model) and its ``dreamgym sft`` card.
 
-    from dreamgym_env.backends import make_backend
-    from dreamgym_env.sft.train import MODEL_CARD, data_file
+    Raises:
+        ModelNotFoundError: the directory has no card.
+    """
+    from dreamgym_env.sft.train import MODEL_CARD
 
-    model_dir = Path(args.model) if args.model else None
-    if model_dir is None:
+    if model is None:
         from dreamgym_env.backends.default_model import miniwob_model_dir
 
         model_dir = miniwob_model_dir()
+    else:
+        model_dir = Path(model)
     card_path = model_dir / MODEL_CARD
     if not card_path.is_file():
         from dreamgym_env.errors import ModelNotFoundError
 
-        raise ModelNotFoundError(f"{model_dir} has no {MODEL_CARD}: eval-model needs a model written by dreamgym sft")
-    card = json.loads(card_path.read_text())
+        raise ModelNotFoundError(f"{model_dir} has no {MODEL_CARD}: scoring needs a model written by dreamgym sft")
+    return model_dir, json.loads(card_path.read_text())
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dreamgym_env.backends import make_backend
+    from dreamgym_env.sft.train import data_file
+
+    model_dir, card = load_model_card(args.model)
     missing = [f for f in args.data or [] if not Path(data_file(f)).is_file()]
     if missing:
         from dreamgym_env.errors import DataNotFoundError

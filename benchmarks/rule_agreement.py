@@ -5,9 +5,9 @@ sentence) agrees with the real reward:
 - click-checkboxes / click-option Submits: the page sentence has every goal word checked and no
   other box checked;
 - click-widget: "The element is a ... widget" or "labels [N], a ... widget";
-- login-user: the username and password sit in the fields of those ids;
-- enter-text, enter-password, choose-list, use-autocomplete Submits: every goal word is in a
-  field's value (both fields for enter-password);
+- login-user: the username and password are the whole values of the fields of those ids;
+- enter-text, enter-password, choose-list Submits: every goal word is a field's whole value (both
+  fields for enter-password); use-autocomplete Submits: every goal word is in a field's value;
 - other families: "The element/text matches the goal's ...".
 
     python benchmarks/rule_agreement.py [DATA.jsonl.gz ...] [--rule-version v3]
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import Counter
 
 from dreamgym_env.collect import read_trajectories
@@ -44,6 +45,12 @@ def _where(page: str, term: str) -> str:
     return page.split(quoted, 1)[1].split(";")[0] if quoted in page else ""
 
 
+def _exact_values(where: str) -> int:
+    """Fields whose value is the word itself ("[7] value", "[7] value (password)"); a value that
+    only holds the word is quoted after it ("[7] value "rex6"") and does not count."""
+    return len(re.findall(r'value(?: \([^)]*\))?(?! ")', where))
+
+
 def judged_success(family: str, transition: Transition, trace: str) -> bool:
     """What the trace's judgement says of the episode's last step (see the module docstring)."""
     judgement = trace.rsplit(" The ", 1)[0]  # drop the outcome sentence
@@ -55,11 +62,14 @@ def judged_success(family: str, transition: Transition, trace: str) -> bool:
     if family in ("enter-text", "enter-password", "choose-list", "use-autocomplete") and "Submit" in judgement:
         page = judgement.split("On the page, ", 1)[-1]
         need = 2 if family == "enter-password" else 1  # both fields
-        return all(_where(page, term).count("value") >= need for term in goal_targets(transition.goal))
+        if family == "use-autocomplete":  # the goal names a prefix (and suffix) of the entry
+            return all(_where(page, term).count("value") >= need for term in goal_targets(transition.goal))
+        return all(_exact_values(_where(page, term)) >= need for term in goal_targets(transition.goal))
     if family == "login-user":
         user, password = (goal_targets(transition.goal) + ["", ""])[:2]
         page = judgement.split("On the page, ", 1)[-1]
-        return "value (username)" in _where(page, user) and "value (password)" in _where(page, password)
+        return (re.search(r'value \(username\)(?! ")', _where(page, user)) is not None
+                and re.search(r'value \(password\)(?! ")', _where(page, password)) is not None)
     return "matches the goal's" in judgement
 
 

@@ -153,7 +153,9 @@ def _box_of_label(elements: Sequence[Any]) -> dict[str, Any]:
 def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> str | None:
     """Where the goal's words are on the page (case-sensitive): the elements whose value or text
     holds them (for a label that is the word, the checkbox or radio after it and whether that one is checked; for
-    a field whose id the goal names, that id, e.g. "[10] value (password)"), then the boxes
+    a field whose id the goal names, that id, e.g. "[10] value (password)"; a value that holds more
+    than the word is quoted, e.g. "[5] value "Myron4"", so a text typed wrong is told from the
+    word itself), then the boxes
     checked that no goal word labels (a Submit fails on those too). None when there are neither
     words nor boxes."""
     from dreamgym_env.domains.miniwob.serialize import parse_line
@@ -172,7 +174,9 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> s
                     hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
             elif element.value and term in element.value:
                 named = element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
-                hits.append(f"[{element.ref}] value" + (f" ({named})" if named else ""))
+                # a value that only holds the word is quoted: "Myron" is in [5] value "Myron4"
+                other = "" if element.value == term else " " + json.dumps(_clip(element.value, 30), ensure_ascii=False)
+                hits.append(f"[{element.ref}] value" + (f" ({named})" if named else "") + other)
             elif element.text and _v3_text_has(element.text, term):
                 hits.append(f"[{element.ref}]")
         where = ", ".join(hits[:3]) + (" and more" if len(hits) > 3 else "") if hits else "nowhere"

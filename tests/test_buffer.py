@@ -322,6 +322,83 @@ def test_exact_query_matches_brute_force(buf):
     assert buf.query([], [], exact=True) == [] and buf.query([q.state], [q.action], n_results=0, exact=True) == [[]]
 
 
+def _brute_force(buffer, entries, q, n_results, exclude=None):
+    """Ids of the ``n_results`` entries nearest to ``q`` by a plain search over ``entries``."""
+    emb = buffer.embedder.embed([key_text(t.state, t.action) for t in entries])
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    qe = buffer.embedder.embed([key_text(q.state, q.action)])[0]
+    dist = np.round(1.0 - emb @ (qe / np.linalg.norm(qe)), 6)
+    ranked = sorted((d, transition_id(t)) for d, t in zip(dist.tolist(), entries) if t.trajectory_id != exclude)
+    return [id_ for _, id_ in ranked[:n_results]]
+
+
+def test_exact_index_grows_with_adds_and_stays_exact(buf):
+    # the buffer's own writes extend the cached matrix in place (the env writes a synthetic
+    # transition every step): no partition is read again, and answers equal a brute-force search
+    topics = ["login form", "search box", "city date", "email password", "menu item"]
+    real = [make_trajectory(f"r{i}", topic=t) for i, t in enumerate(topics)]
+    buf.add_trajectories(real[:2])
+    reads = []
+    original = buf._pages
+
+    def counting_pages(col, where, include):
+        reads.append((col.name, tuple(include)))
+        return original(col, where, include)
+
+    buf._pages = counting_pages  # type: ignore[method-assign]
+    q = make_trajectory("q", topic="login box").transitions[1]
+    where = {"$and": [{"domain": "miniwob"}, {"source": "real"}]}
+    stored = [t for tr in real[:2] for t in tr.transitions]
+    (hits,) = buf.query([q.state], [q.action], n_results=4, where=where, exact=True)
+    assert [h.id for h in hits] == _brute_force(buf, stored, q, 4)
+    assert len(reads) == 1
+    for i, tr in enumerate(real[2:]):
+        buf.add_trajectories([tr, make_trajectory(f"s{i}", topic=tr.goal, source="synthetic")])
+        stored += tr.transitions
+        (hits,) = buf.query([q.state], [q.action], n_results=6, where=where, exact=True,
+                            exclude_trajectory_ids=["r0"])
+        assert [h.id for h in hits] == _brute_force(buf, stored, q, 6, exclude="r0")
+    assert len(reads) == 1, "the index was read again instead of grown"
+
+
+def test_exact_index_sees_other_writers_and_metadata_updates(tmp_path):
+    # entries another process (here another client) writes are seen once the index re-checks
+    # the partition's count; a utility update reaches filtered queries at once
+    first = ExperienceBuffer(tmp_path / "b")
+    first.add_trajectories([make_trajectory("a", topic="login form")])
+    q = make_trajectory("q", topic="search box").transitions[0]
+    assert {h.id for h in first.query([q.state], [q.action], n_results=9, exact=True)[0]} == {
+        f"miniwob:a:{i}" for i in range(3)}
+    second = ExperienceBuffer(tmp_path / "b")
+    second.add_trajectories([make_trajectory("b", topic="search box")])
+    first._exact.recheck_s = 0.0
+    (hits,) = first.query([q.state], [q.action], n_results=1, exact=True)
+    assert hits[0].id == "miniwob:b:0"
+
+    keep = {"utility": {"$gte": 0.5}}
+    assert first.query([q.state], [q.action], n_results=9, where=keep, exact=True) == [[]]
+    first.set_utility(["miniwob:a:2"], [0.9])
+    (hits,) = first.query([q.state], [q.action], n_results=9, where=keep, exact=True)
+    assert [h.id for h in hits] == ["miniwob:a:2"]
+    first.prune(max_count=0, where={"trajectory_id": "b"})
+    assert "miniwob:b:0" not in {h.id for h in first.query([q.state], [q.action], n_results=9, exact=True)[0]}
+    first.close()
+    second.close()
+
+
+def test_exact_index_rejects_bad_shapes():
+    from dreamgym_env.buffer.exact_index import ExactIndex
+
+    index = ExactIndex("miniwob", 4)
+    with pytest.raises(ValueError, match=r"shape \(2, 4\)"):
+        index.append(["miniwob:t:0", "miniwob:t:1"], np.ones((2, 3)))
+    with pytest.raises(ValueError, match="dim must be positive"):
+        ExactIndex("miniwob", 0)
+    index.append(["miniwob:t:0"], np.array([[3.0, 4.0, 0.0, 0.0]]))
+    assert np.allclose(index.matrix, [[0.6, 0.8, 0.0, 0.0]]) and len(index) == 1
+    assert index.search(np.array([[0.6, 0.8, 0.0, 0.0]], dtype=np.float32), 2, ["t"]) == [[]]
+
+
 def test_initial_states(buf):
     buf.add_trajectories(
         [

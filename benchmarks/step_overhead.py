@@ -2,30 +2,37 @@
 
 1. Overhead: everything a step costs except model inference (action parsing, top-k retrieval
    from a Chroma buffer, prompt rendering, output parsing, state update, writing the synthetic
-   transition), with a zero-latency scripted backend, at buffer sizes 1k, 10k and 100k.
+   transition), with a zero-latency scripted backend, at each buffer size. A vector env of N
+   sub-envs makes one batched retrieval per step; the overhead per step is the batch's time / N
+   (``--overhead-envs 1 32``: a single env and a batch of 32).
 2. Batching efficiency: a backend with a fixed simulated latency L per batched call; the vector
    env at N = 1, 8, 32 should approach N / L steps/s. Efficiency = measured steps/s / (N / L).
 
+``--retrieval`` picks the env's ``exact_retrieval`` ("auto", the default, decides by size: see
+``ExperienceBuffer.exact_max_entries``); each row names the mode the buffer used.
+
 Prints figures; asserts nothing. Example:
-    python benchmarks/step_overhead.py --sizes 1000 10000 100000 --latency 0.25 1.0
+    python benchmarks/step_overhead.py --sizes 10000 100000 --latency 0.25 --num-envs 32
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import math
 import os
 import platform
 import statistics
 import tempfile
 import time
 
+import chromadb
 import numpy as np
 
 from dreamgym_env.backends import ScriptedBackend
 from dreamgym_env.buffer import ExperienceBuffer
 from dreamgym_env.domains import make_domain
-from dreamgym_env.env import DreamGymEnv
 from dreamgym_env.schema import Transition
 from dreamgym_env.vector import DreamGymVectorEnv
 
@@ -37,16 +44,25 @@ ROLES = ("link", "button", "textbox", "StaticText", "heading", "combobox", "chec
 
 
 def synthetic_real_transitions(n: int, start: int, task_ids: list[str], rng: np.random.Generator) -> list[Transition]:
-    """``n`` real-looking web transitions (~20 element lines a state), 10 steps a trajectory."""
+    """``n`` real-looking web transitions (~20 element lines a state), 10 steps a trajectory.
+
+    The random draws are made for all ``n`` at once (a per-line ``rng.choice`` took 1.2 ms a
+    transition, more than a million-entry fill can afford); the content is of the same kind.
+    """
+    roles = rng.integers(len(ROLES), size=(n, 20))
+    words = rng.integers(len(WORDS), size=(n, 20, 3))
+    refs = rng.integers(1, 21, size=n)
+    clicks = rng.random(n) < 0.7
+    typed = rng.integers(len(WORDS), size=n)
     out = []
-    for i in range(start, start + n):
-        lines = [
-            f"[{j}] {ROLES[rng.integers(len(ROLES))]} '{' '.join(rng.choice(WORDS, 3))}'"
-            for j in range(1, 21)
-        ]
-        state = "\n".join(lines)
-        ref = int(rng.integers(1, 21))
-        action = f"click [{ref}]" if rng.random() < 0.7 else f'type [{ref}] "{rng.choice(WORDS)}"'
+    for row, i in enumerate(range(start, start + n)):
+        state = "\n".join(
+            f"[{j + 1}] {ROLES[roles[row, j]]} '{WORDS[words[row, j, 0]]} {WORDS[words[row, j, 1]]} "
+            f"{WORDS[words[row, j, 2]]}'"
+            for j in range(20)
+        )
+        ref = int(refs[row])
+        action = f"click [{ref}]" if clicks[row] else f'type [{ref}] "{WORDS[typed[row]]}"'
         next_state = state.replace(f"[{ref}] ", f"[{ref}] focused ", 1)
         traj, step = divmod(i, 10)
         out.append(Transition(
@@ -69,40 +85,67 @@ def fill(buffer: ExperienceBuffer, target: int, task_ids: list[str], rng: np.ran
     return (target - have) / (time.perf_counter() - started)
 
 
-def measure_overhead(buffer: ExperienceBuffer, steps: int, warmup: int, top_k: int, seed: int) -> dict[str, float]:
-    """Step times (ms) of one env with a zero-latency backend over ``steps`` steps, after
-    ``warmup`` untimed ones; episodes of 20 steps."""
-    env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, top_k=top_k)
+def machine() -> str:
+    """CPU model, cores, vector ISA (the flags that decide BLAS speed) and versions."""
+    cpu, flags = platform.processor(), set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags] or ["none of avx2/avx512/amx"]
+    return (f"{cpu}, {os.cpu_count()} cores, ISA {' '.join(isa)}; python {platform.python_version()}, "
+            f"numpy {np.__version__}, chromadb {chromadb.__version__}")
+
+
+def retrieval_mode(buffer: ExperienceBuffer, exact_retrieval: bool | str) -> str:
+    """What the env's retrieval does on ``buffer`` now: "exact" or "hnsw" (and why for auto)."""
+    if exact_retrieval != "auto":
+        return "exact" if exact_retrieval else "hnsw"
+    exact = buffer.auto_exact({"$and": [{"domain": "webarena"}, {"source": "real"}]})
+    return f"auto: {'exact' if exact else 'hnsw'}"
+
+
+def measure_overhead(buffer: ExperienceBuffer, num_envs: int, steps: int, warmup: int, top_k: int, seed: int,
+                     exact_retrieval: bool | str) -> dict[str, float]:
+    """Per-step overhead (ms) of a vector env of ``num_envs`` with a zero-latency backend:
+    each batched step's time / ``num_envs``, over ``steps`` env steps after ``warmup`` untimed
+    ones; episodes of 20 steps (reset inside the step that ends one, as SAME_STEP autoreset)."""
+    envs = DreamGymVectorEnv(num_envs, backend=ScriptedBackend(), buffer=buffer, top_k=top_k,
+                             max_episode_steps=20, autoreset_mode="SameStep", exact_retrieval=exact_retrieval)
     rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
+    envs.reset(seed=seed)
+    batches, warm = -(-steps // num_envs), -(-warmup // num_envs)
     times = []
     hits, misses = buffer.payload_hits, buffer.payload_misses
-    for i in range(warmup + steps):
-        if i == warmup:
+    for i in range(warm + batches):
+        if i == warm:
             hits, misses = buffer.payload_hits, buffer.payload_misses
-        action = f"click [{int(rng.integers(1, 20))}]"
+        actions = [f"click [{int(r)}]" for r in rng.integers(1, 20, size=num_envs)]
         started = time.perf_counter()
-        _, _, terminated, truncated, info = env.step(action)
-        if i >= warmup:
-            times.append((time.perf_counter() - started) * 1000)
-        assert info["error"] is None and len(info["retrieved"]) == top_k
-        if terminated or truncated or i % 20 == 19:
-            env.reset()
-    env.close()
+        _, _, _, _, info = envs.step(actions)
+        if i >= warm:
+            times.append((time.perf_counter() - started) * 1000 / num_envs)
+        errors = [e for e in info.get("error", []) if e]
+        assert not errors, errors[:1]
+    envs.close()
     times.sort()
     hits, misses = buffer.payload_hits - hits, buffer.payload_misses - misses
     return {
         "p50": statistics.median(times),
-        "p95": times[int(0.95 * (len(times) - 1))],
+        "p95": times[math.ceil(0.95 * len(times)) - 1],  # nearest rank
         "mean": statistics.fmean(times),
         "hit_rate": hits / max(1, hits + misses),
     }
 
 
-def measure_batching(num_envs: int, latency: float, steps: int, buffer: ExperienceBuffer | None) -> float:
+def measure_batching(num_envs: int, latency: float, steps: int, buffer: ExperienceBuffer | None,
+                     exact_retrieval: bool | str) -> float:
     """Steps/s of the vector env against a backend answering each batch after ``latency`` s."""
     envs = DreamGymVectorEnv(num_envs, backend=ScriptedBackend(latency_s=latency),
-                             buffer=buffer if buffer is not None else False, write_synthetic=False)
+                             buffer=buffer if buffer is not None else False, write_synthetic=False,
+                             exact_retrieval=exact_retrieval)
     envs.reset(seed=0)
     actions = ["click [3]"] * num_envs
     envs.step(actions)  # warm-up
@@ -116,10 +159,14 @@ def measure_batching(num_envs: int, latency: float, steps: int, buffer: Experien
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--steps", type=int, default=500, help="timed steps per buffer size")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed steps first (warms the payload cache)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument("--steps", type=int, default=960, help="timed env steps per row")
+    parser.add_argument("--warmup", type=int, default=96, help="untimed env steps first (warm the caches)")
     parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--overhead-envs", type=int, nargs="+", default=[1, 32],
+                        help="sub-envs of the vector env timed for overhead (per step = batch time / N)")
+    parser.add_argument("--retrieval", choices=["auto", "exact", "hnsw"], default="auto",
+                        help="the env's exact_retrieval: auto (default), True or False")
     parser.add_argument("--latency", type=float, nargs="+", default=[0.25, 1.0], help="simulated seconds per batched call")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--batch-steps", type=int, default=20)
@@ -128,33 +175,39 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("dreamgym_env").setLevel(logging.WARNING)
+    exact_retrieval = {"auto": "auto", "exact": True, "hnsw": False}[args.retrieval]
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    print(f"machine: {cpu}, {os.cpu_count()} cores; python {platform.python_version()}; seed {args.seed}")
+    print(f"machine: {machine()}")
+    print(f"date {datetime.date.today()}; seed {args.seed}; env exact_retrieval={exact_retrieval!r}; "
+          f"load average at start {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "")
     task_ids = make_domain("webarena").task_ids
     rng = np.random.default_rng(args.seed)
     buffer_dir = args.buffer_dir or tempfile.mkdtemp(prefix="dreamgym-bench-")
     buffer = ExperienceBuffer(buffer_dir)
 
-    print("\n## Per-step overhead (zero-latency scripted backend, top_k={}, retrieval + synthetic writes)".format(args.top_k))
-    print("| real entries | inserts/s while filling | p50 ms | p95 ms | mean ms | payload cache hits |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"\n## Per-step overhead (zero-latency scripted backend, top_k={args.top_k}, retrieval + synthetic writes)")
+    print("| real entries | inserts/s while filling | retrieval | batch N | p50 ms/step | p95 ms/step | mean ms/step | payload cache hits |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for size in sorted(args.sizes):
         rate = fill(buffer, size, task_ids, rng)
-        stats = measure_overhead(buffer, args.steps, args.warmup, args.top_k, args.seed + size)
         size = buffer.count({"source": "real"})  # the real size (a reused buffer may be larger)
-        print(f"| {size:,} | {rate:,.0f} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['mean']:.2f} "
-              f"| {stats['hit_rate']:.0%} |", flush=True)
+        for n in args.overhead_envs:
+            mode = retrieval_mode(buffer, exact_retrieval)
+            stats = measure_overhead(buffer, n, args.steps, args.warmup, args.top_k, args.seed + size, exact_retrieval)
+            print(f"| {size:,} | {rate:,.0f} | {mode} | {n} | {stats['p50']:.2f} | {stats['p95']:.2f} | {stats['mean']:.2f} "
+                  f"| {stats['hit_rate']:.0%} |", flush=True)
 
     print("\n## Vector batching efficiency (backend answers each batched call after L seconds)")
-    print("| L (s) | num_envs | buffer | steps/s | ideal N/L | efficiency |")
-    print("|---:|---:|---|---:|---:|---:|")
+    print("| L (s) | num_envs | buffer | retrieval | steps/s | ideal N/L | efficiency |")
+    print("|---:|---:|---|---|---:|---:|---:|")
     for latency in args.latency:
         for label, buf in (("none", None), (f"{buffer.count({'source': 'real'}):,} real", buffer)):
+            mode = retrieval_mode(buf, exact_retrieval) if buf is not None else "-"
             for n in args.num_envs:
-                sps = measure_batching(n, latency, args.batch_steps, buf)
+                sps = measure_batching(n, latency, args.batch_steps, buf, exact_retrieval)
                 ideal = n / latency
-                print(f"| {latency} | {n} | {label} | {sps:.1f} | {ideal:.1f} | {sps / ideal:.3f} |", flush=True)
+                print(f"| {latency} | {n} | {label} | {mode} | {sps:.1f} | {ideal:.1f} | {sps / ideal:.3f} |", flush=True)
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import gymnasium as gym
 
@@ -95,7 +95,7 @@ class DreamGymEnv(TextWebEnv):
     | top_k | domain default (WebArena 4, MiniWoB 2) | retrieved demos per step |
     | history_length | domain default (WebArena 4, MiniWoB 2) | past actions shown to the model |
     | retrieve_source | "real" | only retrieve transitions with this source (None: any) |
-    | exact_retrieval | True | exact nearest neighbours, ties broken by id, as ``dreamgym sft`` builds its demos; False: Chroma's approximate HNSW search (for buffers far beyond ~10^5 entries) |
+    | exact_retrieval | "auto" | True: exact nearest neighbours, ties broken by id, as ``dreamgym sft`` builds its demos; False: Chroma's approximate HNSW search; "auto": exact up to ``buffer.exact_max_entries`` (2x10^5) entries to search, HNSW above |
     | write_synthetic | True | store every synthetic transition in the buffer (provenance "synthetic") |
     | strict | False | raise model failures instead of truncating |
     | max_retries | 2 | extra model calls after an unparseable answer or a failed request |
@@ -133,7 +133,7 @@ class DreamGymEnv(TextWebEnv):
         top_k: int | None = None,
         history_length: int | None = None,
         retrieve_source: str | None = "real",
-        exact_retrieval: bool = True,
+        exact_retrieval: bool | Literal["auto"] = "auto",
         write_synthetic: bool = True,
         strict: bool = False,
         max_retries: int = 2,
@@ -164,6 +164,8 @@ class DreamGymEnv(TextWebEnv):
         self.top_k = top_k if self.buffer is not None else 0
         self.history_length = history_length
         self.retrieve_source = retrieve_source
+        if exact_retrieval not in (True, False, "auto"):
+            raise ValueError(f"exact_retrieval must be True, False or 'auto', got {exact_retrieval!r}")
         self.exact_retrieval = exact_retrieval
         self.write_synthetic = write_synthetic and self.buffer is not None
         self.strict = strict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import pytest
 
 import dreamgym_env  # noqa: F401
 from dreamgym_env.backends import ScriptedBackend
@@ -130,3 +131,35 @@ def test_retrieval_is_exact_with_ties_by_id_unless_asked_otherwise(tmp_path):
     approximate.reset(seed=0)
     _, _, _, _, info = approximate.step("click [2]")
     assert queries == [False] and len(info["retrieved"]) == 3
+
+
+def test_auto_retrieval_is_exact_up_to_a_size_then_hnsw(tmp_path, caplog):
+    # the default, exact_retrieval="auto": exact while the partition searched is small, Chroma's
+    # HNSW index once it holds more than buffer.exact_max_entries entries
+    buffer = ExperienceBuffer(tmp_path / "buffer")
+    for name in (f"real-{i:02d}" for i in range(4)):
+        buffer.add(real_episode(name))
+    exact_searches = []
+    original = buffer._search_exact
+
+    def spying_search_exact(*args, **kwargs):
+        exact_searches.append(args[1].shape[0])
+        return original(*args, **kwargs)
+
+    buffer._search_exact = spying_search_exact  # type: ignore[method-assign]
+    env = DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, top_k=3, task_id=680)
+    assert env.exact_retrieval == "auto"
+    env.reset(seed=0)
+    _, _, _, _, info = env.step("click [2]")
+    assert exact_searches == [1] and info["retrieved"][0] == "webarena:real-00:0"
+    buffer.exact_max_entries = buffer.count({"source": "real"}) - 1
+    with caplog.at_level("INFO", logger="dreamgym_env.buffer.store"):
+        _, _, _, _, info = env.step("click [2]")
+        env.step("click [2]")
+    assert exact_searches == [1] and len(info["retrieved"]) == 3
+    assert sum("HNSW" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(ValueError, match="exact_retrieval must be True, False or 'auto'"):
+        DreamGymEnv("webarena", backend=ScriptedBackend(), buffer=buffer, exact_retrieval="yes")
+    with pytest.raises(ValueError, match="exact must be True, False or 'auto'"):
+        buffer.query(["s"], ["click [1]"], exact="always")
+    env.close()

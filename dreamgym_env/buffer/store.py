@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["AddResult", "ExperienceBuffer", "Retrieved", "key_text", "transition_id"]
 
 DEFAULT_COLLECTION = "dreamgym"
+# query(exact="auto") searches exactly up to this many entries. Exact search costs one float32
+# matrix product over them per batch of queries (~0.5 GFLOP a query at 10^6 entries of 256
+# dims); above this size Chroma's HNSW index answers faster: figures in docs/benchmarks.md.
+EXACT_MAX_ENTRIES = 200_000
 
 
 def _start_hint(host: str, port: int) -> str:
@@ -77,6 +81,10 @@ class ExperienceBuffer:
             source: ``"{collection}.{domain}.{source}"``).
         embedder: ``"hashing"`` (default, offline), ``"minilm"``, a Chroma embedding function,
             or ``None`` to reuse the one the buffer was created with.
+
+    Attributes:
+        exact_max_entries: The most entries ``query(exact="auto")`` searches exactly
+            (:data:`EXACT_MAX_ENTRIES`); above, it uses Chroma's HNSW index.
 
     With none of ``path``, ``host`` or ``client`` the buffer lives in memory, isolated from other
     in-memory buffers of the process (its own Chroma database, dropped by :meth:`close`).
@@ -120,6 +128,8 @@ class ExperienceBuffer:
         self.collection_name = collection
         self._payloads = PayloadCache()
         self._exact = ExactIndexCache(lambda col, where, include: self._pages(col, where, include))
+        self.exact_max_entries = EXACT_MAX_ENTRIES
+        self._told_auto_hnsw = False
         if client is not None:
             self._client = client
         elif host is not None:
@@ -338,7 +348,7 @@ class ExperienceBuffer:
         n_results: int = 4,
         where: Where | None = None,
         exclude_trajectory_ids: Sequence[str | None] | None = None,
-        exact: bool = False,
+        exact: bool | Literal["auto"] = False,
     ) -> list[list[Retrieved]]:
         """Top-``n_results`` stored transitions nearest to each (state, action) pair.
 
@@ -354,6 +364,8 @@ class ExperienceBuffer:
         unit embeddings in memory as one float32 matrix (1 KiB an entry with the default
         256-dim embedder; read once, then grown as this buffer adds entries), and a batch of
         pairs costs one matrix product with it: see docs/benchmarks.md for its cost by size.
+        ``exact="auto"`` searches exactly while the partitions searched hold at most
+        :attr:`exact_max_entries` entries, and with HNSW above (logged once).
 
         Args:
             states: Current states.
@@ -362,11 +374,17 @@ class ExperienceBuffer:
             where: Chroma metadata filter, e.g. ``{"source": "real"}``.
             exclude_trajectory_ids: Per pair, a trajectory id whose entries must not be returned
                 (the querying trajectory), or ``None``.
-            exact: Exact search (see above) instead of Chroma's HNSW index.
+            exact: ``True`` for exact search (see above), ``False`` for Chroma's HNSW index,
+                ``"auto"`` to choose by size.
 
         Returns:
             One list per pair, nearest first; empty lists when nothing matches.
+
+        Raises:
+            ValueError: On lengths that differ, or an ``exact`` other than True, False, "auto".
         """
+        if exact not in (True, False, "auto"):
+            raise ValueError(f"exact must be True, False or 'auto', got {exact!r}")
         n = len(states)
         if len(actions) != n:
             raise ValueError(f"{n} states but {len(actions)} actions")
@@ -382,11 +400,33 @@ class ExperienceBuffer:
             if not parts:
                 return [[] for _ in range(n)]
             emb = self._embed([key_text(s, a) for s, a in zip(states, actions)])
+            if exact == "auto":
+                exact = self._exact_suits(parts)
             if exact:
                 hits = self._search_exact(parts, emb, n_results, residual, exclude)
             else:
                 hits = search_hnsw(parts, emb, n_results, residual, exclude, self._load_payloads)
         return [[Retrieved(id_, dist, t) for id_, dist, t in row] for row in hits]
+
+    def auto_exact(self, where: Where | None = None) -> bool:
+        """Whether ``query(exact="auto", where=where)`` would search exactly now."""
+        with self._errors():
+            parts, _ = self._parts.matching(where)
+            return self._exact_suits(parts)
+
+    def _exact_suits(self, parts: list[tuple[PartKey, Any]]) -> bool:
+        """Whether ``query(exact="auto")`` searches ``parts`` exactly (by their entry count)."""
+        entries = sum(self._exact.entry_count(col) for _, col in parts)
+        if entries <= self.exact_max_entries:
+            return True
+        if not self._told_auto_hnsw:
+            self._told_auto_hnsw = True
+            logger.info(
+                "Retrieving with Chroma's HNSW index (approximate): %d entries to search, more than "
+                "exact_max_entries=%d. Pass exact=True (env: exact_retrieval=True) for exact search.",
+                entries, self.exact_max_entries,
+            )
+        return False
 
     def _load_payloads(self, col: Any, ids: Sequence[str]) -> dict[str, Transition]:
         return self._payloads.load(col, ids, self.max_batch_size)

@@ -153,16 +153,19 @@ class ClosedLoopResult:
 
 
 def _run_synthetic(envs: list[Any], starts: Sequence[Mapping[str, Any]], actors: Sequence[Any],
-                   max_steps: int) -> list[tuple[bool, int, str | None]]:
+                   max_steps: int, desc: str = "", progress: bool = False) -> list[tuple[bool, int, str | None]]:
     """Run episodes in the synthetic envs, ``len(envs)`` at a time, each model step batched.
 
     ``starts[i]``: reset options and seed of episode ``i``; ``actors[i]``: a policy with
     ``act(obs, info)`` or a list of actions to replay (the episode ends when it runs out).
     Returns (success, steps, first error) per episode.
     """
+    from tqdm.auto import tqdm
+
     from dreamgym_env.trainers.common import step_many
 
     results: list[tuple[bool, int, str | None]] = [(False, 0, None)] * len(starts)
+    bar = tqdm(total=len(starts), desc=desc, unit="ep", disable=not progress)
     for first in range(0, len(starts), len(envs)):
         ids = list(range(first, min(len(starts), first + len(envs))))
         obs, infos, success, steps, errors = {}, {}, {}, {}, {}
@@ -195,6 +198,8 @@ def _run_synthetic(envs: list[Any], starts: Sequence[Mapping[str, Any]], actors:
                     live.append(i)
         for i in ids:
             results[i] = (success[i], steps[i], errors[i])
+        bar.update(len(ids))
+    bar.close()
     return results
 
 
@@ -265,8 +270,9 @@ def closed_loop(
                     actors.append(agent)
                     replays.append([t.action for t in traj.transitions])
                 logger.info("closed loop: %s, %d synthetic episodes", policy, len(starts))
-                synthetic = _run_synthetic(envs, starts, actors, max_steps)
-                replayed = _run_synthetic(envs, starts, replays, max_steps) if replay else [None] * len(real)
+                synthetic = _run_synthetic(envs, starts, actors, max_steps, f"synthetic {policy}", progress)
+                replayed = (_run_synthetic(envs, starts, replays, max_steps, f"replay {policy}", progress)
+                            if replay else [None] * len(real))
                 for traj, start, (ok, steps, error), rep in zip(real, starts, synthetic, replayed):
                     result.pairs.append(EpisodePair(
                         policy=policy, family=traj.task_id, episode=start["episode"],

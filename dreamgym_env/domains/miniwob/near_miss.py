@@ -49,7 +49,7 @@ from dreamgym_env.domains.miniwob.serialize import Element, parse_state
 
 __all__ = ["NEAR_MISS_FAMILIES", "NearMissPolicy", "near_misses", "perturb_text"]
 
-#: A near miss: (kind, wrong goal) or (kind, None, wrong action) for a one-step mistake.
+#: A near miss: (kind, wrong goal, None), or (kind, None, wrong action) for a one-step mistake.
 NearMiss = tuple[str, str | None, str | None]
 
 #: Steps the oracle takes in a family, roughly (docs/data.md): the mistake falls on one of them.

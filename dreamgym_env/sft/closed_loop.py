@@ -154,51 +154,67 @@ class ClosedLoopResult:
 
 def _run_synthetic(envs: list[Any], starts: Sequence[Mapping[str, Any]], actors: Sequence[Any],
                    max_steps: int, desc: str = "", progress: bool = False) -> list[tuple[bool, int, str | None]]:
-    """Run episodes in the synthetic envs, ``len(envs)`` at a time, each model step batched.
+    """Run episodes in the synthetic envs, each model step one batched call for every live episode.
 
-    ``starts[i]``: reset options and seed of episode ``i``; ``actors[i]``: a policy with
-    ``act(obs, info)`` or a list of actions to replay (the episode ends when it runs out).
-    Returns (success, steps, first error) per episode.
+    Up to ``len(envs)`` episodes are live at once; when one ends, its env starts the next
+    (continuous batching: a long episode does not hold back the batch). ``starts[i]``: reset
+    options and seed of episode ``i``; ``actors[i]``: a policy with ``act(obs, info)`` or a list
+    of actions to replay (the episode ends when it runs out). Returns (success, steps, first
+    error) per episode.
     """
     from tqdm.auto import tqdm
 
     from dreamgym_env.trainers.common import step_many
 
     results: list[tuple[bool, int, str | None]] = [(False, 0, None)] * len(starts)
+    obs: dict[int, str] = {}
+    infos: dict[int, Any] = {}
+    steps = [0] * len(starts)
+    success = [False] * len(starts)
+    errors: list[str | None] = [None] * len(starts)
+    pending = list(range(len(starts)))[::-1]
+    live: dict[int, Any] = {}  # episode -> its env
+    free = list(envs)
     bar = tqdm(total=len(starts), desc=desc, unit="ep", disable=not progress)
-    for first in range(0, len(starts), len(envs)):
-        ids = list(range(first, min(len(starts), first + len(envs))))
-        obs, infos, success, steps, errors = {}, {}, {}, {}, {}
-        for env, i in zip(envs, ids):
+
+    def finish(i: int) -> None:
+        results[i] = (success[i], steps[i], errors[i])
+        free.append(live.pop(i))
+        bar.update(1)
+
+    def next_action(i: int) -> str | None:
+        actor = actors[i]
+        if steps[i] >= max_steps:
+            return None
+        if isinstance(actor, list):
+            return actor[steps[i]] if steps[i] < len(actor) else None
+        return str(actor.act(obs[i], infos[i]))
+
+    while pending or live:
+        while pending and free:
+            i = pending.pop()
+            env = free.pop()
+            live[i] = env
             obs[i], infos[i] = env.reset(seed=starts[i]["seed"], options=starts[i]["options"])
-            success[i], steps[i], errors[i] = False, 0, infos[i].get("error")
-        live = [i for i in ids if not errors[i]]
-        env_of = dict(zip(ids, envs))
-        while live:
-            acting = []
-            for i in live:
-                actor = actors[i]
-                if isinstance(actor, list):
-                    if steps[i] >= len(actor):
-                        continue
-                    acting.append((i, actor[steps[i]]))
-                elif steps[i] < max_steps:
-                    acting.append((i, str(actor.act(obs[i], infos[i]))))
-            if not acting:
-                break
-            outcomes = step_many([env_of[i] for i, _ in acting], [a for _, a in acting])
-            live = []
-            for (i, _), (o, r, terminated, truncated, info) in zip(acting, outcomes):
-                obs[i], infos[i] = o, info
-                steps[i] += 1
-                success[i] = success[i] or float(r) > 0
-                if info.get("error") and errors[i] is None:
-                    errors[i] = str(info["error"])
-                if not (terminated or truncated or steps[i] >= max_steps):
-                    live.append(i)
-        for i in ids:
-            results[i] = (success[i], steps[i], errors[i])
-        bar.update(len(ids))
+            errors[i] = infos[i].get("error")
+        acting = []
+        for i in list(live):
+            action = None if errors[i] else next_action(i)
+            if action is None:
+                finish(i)
+            else:
+                acting.append((i, action))
+        if not acting:
+            continue
+        outcomes = step_many([live[i] for i, _ in acting], [a for _, a in acting])
+        for (i, _), (o, r, terminated, truncated, info) in zip(acting, outcomes):
+            obs[i], infos[i] = o, info
+            steps[i] += 1
+            success[i] = success[i] or float(r) > 0
+            if info.get("error") and errors[i] is None:
+                errors[i] = str(info["error"])
+            if terminated or truncated:
+                finish(i)
     bar.close()
     return results
 
@@ -270,9 +286,11 @@ def closed_loop(
                     actors.append(agent)
                     replays.append([t.action for t in traj.transitions])
                 logger.info("closed loop: %s, %d synthetic episodes", policy, len(starts))
-                synthetic = _run_synthetic(envs, starts, actors, max_steps, f"synthetic {policy}", progress)
-                replayed = (_run_synthetic(envs, starts, replays, max_steps, f"replay {policy}", progress)
-                            if replay else [None] * len(real))
+                jobs = actors + (replays if replay else [])  # run and replays share the batch
+                done = _run_synthetic(envs, starts + (starts if replay else []), jobs, max_steps,
+                                      f"synthetic {policy}" + (" + replay" if replay else ""), progress)
+                synthetic = done[:len(starts)]
+                replayed = done[len(starts):] if replay else [None] * len(real)
                 for traj, start, (ok, steps, error), rep in zip(real, starts, synthetic, replayed):
                     result.pairs.append(EpisodePair(
                         policy=policy, family=traj.task_id, episode=start["episode"],

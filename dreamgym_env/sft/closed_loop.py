@@ -57,28 +57,22 @@ class EpisodePair:
     synthetic_error: str | None = None
 
 
-def bootstrap_mean_gap(pairs: Sequence[EpisodePair], *, resamples: int = 2000, seed: int = 0,
-                       replay: bool = False) -> tuple[float, float, float]:
+def bootstrap_mean_gap(pairs: Sequence[EpisodePair], *, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float, float]:
     """Mean over families of ``|synthetic success - real success|`` and its bootstrap 95 % interval.
 
     Episodes are resampled with replacement within each family, each pair kept whole, so the
-    interval reflects how many episodes a family has. With ``replay`` the synthetic side is the
-    replayed real actions (:attr:`EpisodePair.replay_success`).
+    interval reflects how many episodes a family has.
 
     Returns:
         (gap, lower, upper); NaNs when ``pairs`` is empty.
     """
-    by_family: dict[str, np.ndarray] = {}
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for p in pairs:
-        synthetic = p.replay_success if replay else p.synthetic_success
-        if synthetic is None:
-            continue
-        groups[p.family].append((float(synthetic), float(p.real_success)))
+        groups[p.family].append((float(p.synthetic_success), float(p.real_success)))
     if not groups:
         return math.nan, math.nan, math.nan
-    for family, rows in groups.items():
-        by_family[family] = np.asarray(rows)
+    by_family = {family: np.asarray(rows) for family, rows in groups.items()}
 
     def gap(samples: Mapping[str, np.ndarray]) -> float:
         return float(np.mean([abs(a[:, 0].mean() - a[:, 1].mean()) for a in samples.values()]))

@@ -27,7 +27,6 @@ accepts after all is recorded as the success it is.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from typing import Any, Callable, Mapping, Sequence
@@ -72,10 +71,6 @@ _SUBMIT_LABEL = {
     "enter-text": "Submit", "enter-password": "Submit", "login-user": "Login", "choose-list": "Submit",
     "use-autocomplete": "Submit",
 }
-
-
-def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _replace_quoted(goal: str, index: int, text: str) -> str:

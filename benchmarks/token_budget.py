@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=None, help="trajectory files (default: every shipped MiniWoB file)")
     parser.add_argument("--sample", type=int, default=600, help="training transitions to count")
-    parser.add_argument("--prompt-version", default="v3")
+    parser.add_argument("--prompt-version", default="v4")
     parser.add_argument("--reasoning-rule", default="v3")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -61,11 +61,12 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     assert 'The text matches none of the goal\'s "Kasie".' in rule_reasoning(typed, "v2")
     no_terms = _transition(goal="Click the button.")
     assert rule_reasoning(no_terms, "v2") == rule_reasoning(no_terms)
-    # v3 names the goal's words before the element, and a clipped trace keeps its outcome
+    # v3 names the goal's words before the element and leaves the changes to the patch
     v3 = rule_reasoning(wrong, "v3")
     assert v3.startswith('The goal asks for "Cancel". Click acts on [4] button "Submit".')
     assert v3.endswith('The element matches none. On the page, "Cancel" is nowhere. '
-                       "[4] gets focus. The episode ends without meeting the goal: reward 0.")
+                       "The episode ends without meeting the goal: reward 0.")
+    assert "[4] gets focus" in rule_reasoning(wrong, "v2") and "gets focus" not in v3
     submit = _transition(state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"',
                          next_state='[4] button "Submit" focused\n[5] input_text value="Kasie" id="tt"\n[6] span "Kasie?"')
     assert 'On the page, "Kasie" is in [5] value, [6].' in rule_reasoning(submit, "v3")
@@ -73,7 +74,7 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
     boxes = '[5] label "Nck"\n[6] input_radio id="ch0"\n[7] label "oAJ"\n[8] input_radio id="ch1" checked\n[9] button "Submit"'
     radio = _transition(goal="Select Nck and click Submit.", state=boxes, next_state=boxes, action="click [9]", done=True)
     assert 'On the page, "Nck" is by [6] unchecked; other boxes checked: [8].' in rule_reasoning(radio, "v3")
-    assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2")
+    assert rule_reasoning(no_terms, "v3") == rule_reasoning(no_terms, "v2").replace(" [4] gets focus.", "")
     many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12))
     crowded = _transition(state=many, next_state=many.replace("a" * 40, "b" * 40), reward=1.0, done=True, action="click [4]")
     assert len(rule_reasoning(crowded, "v2")) == 280 and "reward 1" not in rule_reasoning(crowded, "v2")
@@ -85,8 +86,8 @@ def test_rule_v2_also_says_when_the_element_matches_none_of_the_goal():
 
 def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
     """v3 compares with the goal's targets whole (a lower-case checkbox label, one with digits, a
-    tab's name), which v1/v2's typing candidates miss; on a long trace it clips the list of
-    changes, never the page sentence that decides a Submit."""
+    tab's name), which v1/v2's typing candidates miss; with many changes on the page its trace
+    keeps the page sentence that decides a Submit whole (the changes are the patch's to say)."""
     assert goal_targets("Select hYtWpy, GK, REe589N and click Submit.") == ["hYtWpy", "GK", "REe589N"]
     assert goal_targets("Select vJc and click Submit.") == ["vJc"]
     assert goal_targets("Select Tanzania from the list and click Submit.") == ["Tanzania"]
@@ -103,7 +104,7 @@ def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
     text = rule_reasoning(submit, "v3")
     assert text.startswith('The goal asks for "hYtWpy", "GK", "REe589N". Click acts on [15] button "Submit".')
     assert 'On the page, "hYtWpy" is by [6] unchecked; "GK" is by [8] checked; "REe589N" is by [10] unchecked.' in text
-    assert text.endswith("… The episode ends without meeting the goal: reward 0.") and len(text) <= 280
+    assert text.endswith('unchecked. The episode ends without meeting the goal: reward 0.') and len(text) <= 280
     assert "REe589N" not in rule_reasoning(submit, "v2")  # v1/v2 traces are unchanged
     # a box checked that the goal does not name fails a Submit too; "Select nothing" wants none
     extra = boxes.replace('[15] button "Submit"', '[15] label "GKx"\n[16] input_checkbox id="ch9" checked\n[17] button "Submit"')
@@ -471,6 +472,24 @@ def test_init_adapter_continues_a_trained_adapter_on_a_new_prompt_version(trajec
         load_model(SFTConfig(**{**common, "lora_rank": 4}, output_dir=str(tmp_path / "x"), init_adapter=str(adapter)), "cpu")
     with pytest.raises(ValueError, match="unknown prompt version"):
         SFTConfig(prompt_version="v0")
+
+
+def test_v4_heads_each_demo_with_its_goal_and_keeps_the_system_text_to_one_line():
+    from dreamgym_env.schema import Transition as T
+
+    state = '[4] button "Submit"\n[6] button "Cancel"'
+    demo = T(trajectory_id="d", step=0, domain="miniwob", task_id="click-button", goal='Click on the "Cancel" button.',
+             state=state, action="click [6]", next_state=state.replace('"Cancel"', '"Cancel" focused'), reward=1.0, done=True)
+    kwargs = dict(domain="miniwob", goal='Click on the "submit" button.', state=state, action="click [6]", history=[],
+                  demos=[demo], action_help="", state_format="patch")
+    system, user = (m["content"] for m in prompts.render_transition(version="v4", **kwargs))
+    assert '- goal Click on the "Cancel" button. | click [6] on button "Cancel" => reward 1, done' in user
+    assert system == "You simulate a miniwob web environment. Answer JSON: reasoning, patch, reward, done, valid_action."
+    system3, user3 = (m["content"] for m in prompts.render_transition(version="v3", **kwargs))
+    assert "goal Click" not in user3 and '- click [6] on button "Cancel" => reward 1, done' in user3
+    assert "reward: 1 only if the action completes the goal" in system3  # what the shipped model reads
+    long_goal = T(**{**demo.__dict__, "goal": "x " * 200})
+    assert len(prompts.render_demo(long_goal, "patch", "v4").split(" | ")[0]) <= len("- goal ") + prompts.DEMO_GOAL_CHARS
 
 
 def test_v3_action_line_names_the_element_and_v2_does_not():

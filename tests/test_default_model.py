@@ -49,10 +49,17 @@ def test_batched_structured_generation_is_schema_valid_and_greedy_deterministic(
     assert [r.text for r in backend.generate(requests[:1])] == [first[0].text]
 
 
-def test_gym_make_with_no_arguments_runs_a_step(backend):
-    env = gym.make("DreamGym-WebArena-v0")
+def test_gym_make_with_no_arguments_runs_a_step(backend, caplog, monkeypatch):
+    from dreamgym_env import env as env_module
+
+    monkeypatch.setattr(env_module, "_WARNED_UNTRAINED", set())
+    with caplog.at_level("WARNING", logger="dreamgym_env.env"):
+        env = gym.make("DreamGym-WebArena-v0")
+        gym.make("DreamGym-WebArena-v0").close()  # said once, not per env
+    said = [r.getMessage() for r in caplog.records if "untrained base" in r.getMessage()]
+    assert len(said) == 1 and "SmolLM2-135M-Instruct" in said[0] and "docs/scale.md" in said[0]
     obs, info = env.reset(seed=0)
-    assert obs in env.observation_space and info["task_id"]
+    assert obs in env.observation_space and info["task_id"] and info["model"] == "SmolLM2-135M-Instruct"
     obs, reward, terminated, truncated, info = env.step("click [1]")
     assert obs in env.observation_space and reward in (0.0, 1.0)
     assert info["model_latency_s"] > 0

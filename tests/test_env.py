@@ -193,7 +193,8 @@ def test_step_before_reset_raises():
 
 def test_prompt_version_follows_the_backends_model_card_unless_given():
     """v3 names the element an action acts on in the action line; a backend trained on v2 (its
-    card says so) keeps getting v2 prompts; an explicit prompt_version wins; unknown ones fail."""
+    card says so) keeps getting v2 prompts; an explicit prompt_version wins; a backend without a
+    card gets what the domain's shipped model reads; unknown ones fail."""
     seen = []
 
     def responder(request):
@@ -218,5 +219,9 @@ def test_prompt_version_follows_the_backends_model_card_unless_given():
     assert action_line(card_v2)[1] == f"Action: click [{ref}]"
     assert action_line(card_v2, prompt_version="v3")[1].startswith(f"Action: click [{ref}] on ")
     assert action_line(ScriptedBackend(responder))[0] == prompts.PROMPT_VERSION
+    # a backend that cannot tell (a served model) gets the version the domain's shipped model reads
+    miniwob = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(responder), buffer=False)
+    assert miniwob.unwrapped.prompt_version == "v3"
+    miniwob.close()
     with pytest.raises(ValueError, match="unknown prompt version 'v9'"):
         make(prompt_version="v9")

@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 ENV_IDS = (
     "DreamGym-WebArena-v0",
     "DreamGym-WebArena-Real-v0",
+    "DreamGym-WebArenaLite-v0",
+    "DreamGym-WebArenaLite-Real-v0",
     "DreamGym-MiniWoB-v0",
     "DreamGym-MiniWoB-Real-v0",
 )
@@ -35,6 +37,22 @@ def _register() -> None:
             entry_point="dreamgym_env.domains.webarena.real_env:WebArenaRealEnv",
             max_episode_steps=30,
             nondeterministic=True,
+        )
+    if "DreamGym-WebArenaLite-v0" not in registry:  # the paper's 165-task WebArena benchmark
+        register(
+            id="DreamGym-WebArenaLite-v0",
+            entry_point="dreamgym_env.env:DreamGymEnv",
+            vector_entry_point="dreamgym_env.vector:DreamGymVectorEnv",
+            max_episode_steps=30,
+            kwargs={"domain": "webarena-lite"},
+        )
+    if "DreamGym-WebArenaLite-Real-v0" not in registry:
+        register(
+            id="DreamGym-WebArenaLite-Real-v0",
+            entry_point="dreamgym_env.domains.webarena.real_env:WebArenaRealEnv",
+            max_episode_steps=30,
+            nondeterministic=True,
+            kwargs={"subset": "lite"},
         )
     if "DreamGym-MiniWoB-v0" not in registry:
         register(

@@ -20,7 +20,7 @@ def _param(env_id: str):
     if env_id.startswith("DreamGym-MiniWoB-Real"):
         marks.append(pytest.mark.skipif(not is_miniwob_available(),
                                          reason='pip install "dreamgym-env[miniwob]"; apt-get install chromium chromium-driver'))
-    if env_id.startswith("DreamGym-WebArena-Real"):
+    if env_id.startswith("DreamGym-WebArena") and env_id.endswith("-Real-v0"):
         marks.append(pytest.mark.skipif(not os.environ.get("WA_SHOPPING"),
                                         reason="needs running WebArena sites (WA_* variables); its pipeline is "
                                         "tested on a loopback page in test_webarena_real.py"))

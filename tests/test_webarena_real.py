@@ -10,7 +10,10 @@ import importlib.util
 import threading
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
+
+import dreamgym_env  # noqa: F401  (registers the ids)
 
 from dreamgym_env.domains.webarena.axtree import (
     axtree_to_text,
@@ -25,7 +28,7 @@ from dreamgym_env.domains.webarena.real_env import (
     is_browsergym_available,
     webarena_urls,
 )
-from dreamgym_env.errors import DreamGymError
+from dreamgym_env.errors import DreamGymError, UnknownTaskError
 
 needs_browsergym = pytest.mark.skipif(
     not is_browsergym_available(), reason="browsergym-core/playwright not installed: pip install 'dreamgym-env[webarena]'"
@@ -274,6 +277,33 @@ def test_webarena_task_is_graded_by_webarena_evaluator(env, site, monkeypatch, t
 
 
 @needs_browser
+def test_webarena_lite_task_is_graded_by_the_lite_grader(site, monkeypatch, tmp_path):
+    """Lite task 71 ("What is the zip code of Chatham University?", must include "15232") in
+    DreamGym-WebArenaLite-Real-v0, through browsergym.webarenalite, on the loopback server."""
+    if importlib.util.find_spec("browsergym.webarenalite") is None:
+        pytest.skip("browsergym-webarenalite not installed")
+    import nltk
+
+    (tmp_path / "tokenizers" / "punkt_tab").mkdir(parents=True)  # see the test above
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path), *nltk.data.path])
+    for key in WEBARENA_ENV_VARS:
+        monkeypatch.setenv(f"WA_{key}", f"{site}/map" if key == "MAP" else f"{site}/site-{key.lower()}")
+    env = gym.make("DreamGym-WebArenaLite-Real-v0", slow_mo=0, timeout=3000, pre_observation_delay=0.1).unwrapped
+    try:
+        obs, info = env.reset(seed=1, options={"task_id": 71})
+        assert info["task_id"] == "71" and obs.startswith("Goal: What is the zip code of Chatham University?\n")
+        _, reward, terminated, _, _ = env.step("stop [The zip code is 15232]")
+        assert (reward, terminated) == (1.0, True)
+        env.reset(seed=2, options={"task_id": 71})
+        _, reward, terminated, _, _ = env.step("stop [15213]")
+        assert (reward, terminated) == (0.0, True)
+        with pytest.raises(UnknownTaskError):
+            env.reset(options={"task_id": 70})  # a WebArena task, not one of Lite's 165
+    finally:
+        env.close()
+
+
+@needs_browser
 def test_webarena_task_without_sites_raises_before_starting_a_browser(env, monkeypatch):
     for key in WEBARENA_ENV_VARS:
         monkeypatch.delenv(f"WA_{key}", raising=False)
@@ -294,3 +324,22 @@ def test_close_closes_the_browser_and_frees_asyncio(env, site):
     assert env.browser_env is None and not browser.is_connected()
     asyncio.run(asyncio.sleep(0))  # Playwright's sync API no longer holds this thread's loop
     env.close()  # twice is fine
+
+
+# ------------------------------------------------------------------ WebArena-Lite, no browser
+def test_webarena_lite_domain_is_the_papers_165_tasks_with_their_own_intents():
+    from dreamgym_env.domains import make_domain
+    from dreamgym_env.backends import ScriptedBackend
+
+    lite = make_domain("webarena-lite")
+    ids = {int(t.task_id) for t in lite.tasks}
+    assert lite.name == "webarena" and len(ids) == 165 and ids <= {int(t.task_id) for t in WebArenaDomain().tasks}
+    assert lite.get_task(4).goal == "What are the top-3 best-selling product in Jan 2023"  # Lite's, not verified's
+    assert WebArenaDomain().get_task(4).goal != lite.get_task(4).goal
+    assert {int(t.task_id) for t in make_domain("webarena-lite", sites=["map"]).tasks} < ids
+    with pytest.raises(ValueError, match="subset"):
+        WebArenaDomain(subset="mini")
+    env = gym.make("DreamGym-WebArenaLite-v0", backend=ScriptedBackend(), buffer=False)
+    _, info = env.reset(seed=0)
+    assert int(info["task_id"]) in ids and info["goal"] == lite.get_task(info["task_id"]).goal
+    env.close()

@@ -14,13 +14,19 @@ def _webarena(**kwargs: Any) -> Domain:
     return WebArenaDomain(**kwargs)
 
 
+def _webarena_lite(**kwargs: Any) -> Domain:
+    from dreamgym_env.domains.webarena import WebArenaDomain
+
+    return WebArenaDomain(subset="lite", **kwargs)
+
+
 def _miniwob(**kwargs: Any) -> Domain:
     from dreamgym_env.domains.miniwob import MiniWoBDomain
 
     return MiniWoBDomain(**kwargs)
 
 
-DOMAINS: dict[str, Callable[..., Domain]] = {"webarena": _webarena, "miniwob": _miniwob}
+DOMAINS: dict[str, Callable[..., Domain]] = {"webarena": _webarena, "webarena-lite": _webarena_lite, "miniwob": _miniwob}
 
 
 def make_domain(domain: str | Domain, **kwargs: Any) -> Domain:

@@ -293,6 +293,7 @@ class MiniWoBRealEnv(TextWebEnv):
         return {
             "task_id": self._task.task_id,
             "goal": self._goal,
+            "model": "real MiniWoB++",  # what made the dynamics (the synthetic twin names its experience model)
             "trajectory_id": self._trajectory_id,
             "step": self._step,
             "source": "real",

@@ -38,10 +38,7 @@ def load_webarena_tasks(sites: Sequence[str] | None = None) -> list[Task]:
     Each task keeps its intent (the goal), sites, start URLs (with the package's
     ``__SITE__`` placeholders) and evaluation spec in ``metadata``.
     """
-    if sites is not None:
-        unknown = sorted(set(sites) - set(SITES))
-        if unknown:
-            raise ValueError(f"Unknown WebArena sites {unknown}; known: {list(SITES)}")
+    _check_sites(sites)
     tasks = []
     for raw in _raw_tasks():
         if sites is not None and not set(raw["sites"]) <= set(sites):
@@ -57,11 +54,34 @@ def load_webarena_tasks(sites: Sequence[str] | None = None) -> list[Task]:
     return tasks
 
 
+def _check_sites(sites: Sequence[str] | None) -> None:
+    if sites is not None:
+        unknown = sorted(set(sites) - set(SITES))
+        if unknown:
+            raise ValueError(f"Unknown WebArena sites {unknown}; known: {list(SITES)}")
+
+
+def load_webarena_lite_tasks(sites: Sequence[str] | None = None) -> list[Task]:
+    """WebArena-Lite's 165 tasks (the paper's WebArena benchmark), by their WebArena ids, with
+    Lite's own intents (its graders grade those; 137 differ from webarena-verified's), from the
+    extract the package ships (``scripts/build_webarena_lite_tasks.py``)."""
+    _check_sites(sites)
+    raw = json.loads((resources.files("dreamgym_env") / "data" / "webarena" / "webarena_lite_tasks.json").read_text())
+    return [
+        Task(str(t["task_id"]), t["intent"], {"sites": list(t["sites"]), "start_urls": list(t["start_urls"]),
+                                             "intent_template_id": t["intent_template_id"], "lite_task_id": t["lite_task_id"]})
+        for t in raw["tasks"] if sites is None or set(t["sites"]) <= set(sites)
+    ]
+
+
 class WebArenaDomain(Domain):
     """WebArena web tasks; states are accessibility trees, next states written whole.
 
     Args:
         sites: keep only tasks whose sites are all among these (e.g. ``["gitlab"]``).
+        subset: "full" (webarena-verified's 812 tasks) or "lite" (WebArena-Lite's 165,
+            :func:`load_webarena_lite_tasks`). The domain's name stays "webarena" either way: one
+            experience model and one replay buffer serve both, as the sites are the same.
     """
 
     name = "webarena"
@@ -71,8 +91,11 @@ class WebArenaDomain(Domain):
     output_limits = OutputLimits()
     grammar = ActionGrammar(WEBARENA_VERBS)
 
-    def __init__(self, sites: Sequence[str] | None = None):
-        super().__init__(load_webarena_tasks(sites))
+    def __init__(self, sites: Sequence[str] | None = None, subset: str = "full"):
+        if subset not in ("full", "lite"):
+            raise ValueError(f"subset must be 'full' or 'lite', got {subset!r}")
+        self.subset = subset
+        super().__init__(load_webarena_lite_tasks(sites) if subset == "lite" else load_webarena_tasks(sites))
 
     def initial_state_context(self, task: Task) -> str:
         sites = ", ".join(task.metadata.get("sites", []))

@@ -197,7 +197,9 @@ class WebArenaRealEnv(TextWebEnv):
     (``webarena-verified`` ids), played in a headless Chromium on the WebArena sites through
     BrowserGym (``browsergym-webarena``): it logs in, opens the start URL, and grades the
     episode with WebArena's evaluator. The page is shown as accessibility-tree lines; the
-    agent answers with one text action.
+    agent answers with one text action. ``DreamGym-WebArenaLite-Real-v0`` (``subset="lite"``) is
+    the twin of ``DreamGym-WebArenaLite-v0``: WebArena-Lite's 165 tasks, graded by
+    ``browsergym-webarenalite``.
 
     ## Action Space
     ``UnicodeText(max_action_length)``, one action of ``WebArenaDomain.grammar``: ``click [bid]``,
@@ -235,7 +237,8 @@ class WebArenaRealEnv(TextWebEnv):
     |---|---|---|
     | task_id | None | fix the task of every episode |
     | sites | all | draw only tasks whose sites are among these |
-    | goal_source | "verified" | the goal shown: webarena-verified's intent (as in the synthetic env) or "browsergym" (the original WebArena intent the evaluator grades) |
+    | subset | "full" | "full": webarena-verified's 812 tasks graded by ``browsergym-webarena``; "lite": WebArena-Lite's 165 (``DreamGym-WebArenaLite-Real-v0``) graded by ``browsergym-webarenalite`` |
+    | goal_source | "verified" | the goal shown: the domain's intent, as in the synthetic env (webarena-verified's; Lite's own for ``subset="lite"``, which its grader grades) or "browsergym" (the intent BrowserGym's task gives) |
     | executable_path | found | Chromium to launch (``DREAMGYM_CHROMIUM``, Playwright's own, or ``chromium`` on PATH) |
     | chromium_args | no sandbox/GPU | extra Chromium flags |
     | headless, slow_mo, timeout, viewport | BrowserGym/task defaults | browser settings (WebArena tasks use slow_mo=1000 ms) |
@@ -271,6 +274,7 @@ class WebArenaRealEnv(TextWebEnv):
         task_id: str | int | None = None,
         *,
         sites: Sequence[str] | None = None,
+        subset: str = "full",
         goal_source: str = "verified",
         executable_path: str | None = None,
         chromium_args: Sequence[str] = CHROMIUM_ARGS,
@@ -295,9 +299,10 @@ class WebArenaRealEnv(TextWebEnv):
             raise ValueError(f"goal_source must be 'verified' or 'browsergym', got {goal_source!r}")
         if not is_browsergym_available():
             raise MissingDependencyError("browsergym-webarena", "webarena", "the real WebArena env")
+        self.subset = subset
         if backend is not None or buffer not in (None, False):
             logger.debug("WebArenaRealEnv ignores backend and buffer (the sites are the dynamics)")
-        self.domain = WebArenaDomain(sites)
+        self.domain = WebArenaDomain(sites, subset)
         if task_id is not None:
             self.domain.get_task(task_id)  # fail early, with suggestions
         self.fixed_task_id = None if task_id is None else str(task_id)
@@ -393,7 +398,8 @@ class WebArenaRealEnv(TextWebEnv):
             todo = {k: v for k, v in needed.items() if v not in self._reachable}
             check_sites_reachable(todo)
             self._reachable.update(todo.values())
-        return _webarena_task_class(), {"task_id": int(task.task_id)}
+        task_class = _webarena_lite_task_class() if self.subset == "lite" else _webarena_task_class()
+        return task_class, {"task_id": int(task.task_id)}
 
     # -------------------------------------------------------------------- step
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -452,6 +458,7 @@ class WebArenaRealEnv(TextWebEnv):
         info: dict[str, Any] = {
             "task_id": self._task.task_id,
             "goal": self._goal,
+            "model": "real WebArena-Lite" if self.subset == "lite" else "real WebArena",  # what made the dynamics (the synthetic twin names its experience model)
             "trajectory_id": self._trajectory_id,
             "step": self._step,
             "source": "real",
@@ -503,6 +510,16 @@ def _action_mapping() -> Any:
         multiaction=True, strict=True,
     )
     return action_set.to_python_code
+
+
+def _webarena_lite_task_class() -> type:
+    """``browsergym.webarenalite.task.WebArenaLiteTask`` (task ids: WebArena's), with clear errors."""
+    if importlib.util.find_spec("browsergym.webarenalite") is None:
+        raise MissingDependencyError("browsergym-webarenalite", "webarena", "the real WebArena-Lite env")
+    _webarena_task_class()  # Lite's task subclasses WebArena's: same checks, same NLTK note
+    from browsergym.webarenalite.task import WebArenaLiteTask
+
+    return WebArenaLiteTask
 
 
 def _webarena_task_class() -> type:

@@ -32,6 +32,7 @@ import numpy as np
 
 from dreamgym_env.backends import ScriptedBackend
 from dreamgym_env.buffer import ExperienceBuffer
+from dreamgym_env.device import cpu_description
 from dreamgym_env.domains import make_domain
 from dreamgym_env.schema import Transition
 from dreamgym_env.vector import DreamGymVectorEnv
@@ -87,15 +88,7 @@ def fill(buffer: ExperienceBuffer, target: int, task_ids: list[str], rng: np.ran
 
 def machine() -> str:
     """CPU model, cores, vector ISA (the flags that decide BLAS speed) and versions."""
-    cpu, flags = platform.processor(), set()
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags] or ["none of avx2/avx512/amx"]
-    return (f"{cpu}, {os.cpu_count()} cores, ISA {' '.join(isa)}; python {platform.python_version()}, "
+    return (f"{cpu_description()}; python {platform.python_version()}, "
             f"numpy {np.__version__}, chromadb {chromadb.__version__}")
 
 

@@ -22,6 +22,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_description() -> str:
+    """CPU model, cores and the vector ISA flags that decide BLAS speed, for benchmark headers."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), model)
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in cpu_flags()]
+    return f"{model}, {os.cpu_count()} cores, ISA {' '.join(isa) or 'none of avx2/avx512/amx'}"
+
+
 def cpu_has_fast_bf16() -> bool:
     """True where the CPU computes bf16 natively (AMX or AVX-512 BF16); on AVX2-only CPUs bf16
     was ~20x slower than fp32 in training here."""

@@ -40,7 +40,7 @@ def test_real_initial_state_retrieval_and_synthetic_writes(tmp_path):
     assert REAL_STATE in obs and info["model_latency_s"] == 0.0  # real initial state, no model call
     obs, reward, terminated, truncated, info = env.step("click [2]")
     assert len(info["retrieved"]) == 2 and all(i.startswith("webarena:real-") for i in info["retrieved"])
-    assert "Similar real transitions:" in seen_prompts[-1] and "- click [2] on link 'On hold' => reward" in seen_prompts[-1]
+    assert "Similar real transitions:" in seen_prompts[-1] and "| click [2] on link 'On hold' => reward" in seen_prompts[-1]
     env.step("stop [done]")  # the episode ends: its transitions are written
     synthetic = buffer.count({"source": "synthetic"})
     assert synthetic == 2

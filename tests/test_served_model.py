@@ -14,7 +14,7 @@ from dreamgym_env.backends.default_model import miniwob_model_dir
 from dreamgym_env.errors import ModelNotFoundError
 from dreamgym_env.schema import parse_model_output
 from helpers.fake_openai_server import free_port
-from test_vllm_server import VLLM_PYTHON, _stop, _wait_until_healthy, requires_vllm, vllm_env
+from helpers.servers import VLLM_PYTHON, requires_vllm, stop, vllm_env, wait_until_healthy
 
 
 def _shipped_model():
@@ -39,10 +39,10 @@ def served_shipped_model(tmp_path_factory):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)
     try:
-        _wait_until_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
+        wait_until_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.mark.slow

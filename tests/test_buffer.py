@@ -6,12 +6,10 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from dreamgym_env.buffer import (  # noqa: E402
 )
 from dreamgym_env.errors import MissingDependencyError, ReplayBufferError  # noqa: E402
 from dreamgym_env.schema import Trajectory, Transition  # noqa: E402
+from helpers.servers import chroma_server as running_chroma_server  # noqa: E402
 
 WORDS = "submit cancel search login email password city date next back menu item list".split()
 
@@ -580,35 +579,8 @@ def test_unreachable_server():
 
 @pytest.fixture
 def chroma_server(tmp_path):
-    exe = shutil.which("chroma")
-    if exe is None:
-        pytest.skip("the chroma CLI is not installed")
-    port = free_port()
-    log = open(tmp_path / "chroma.log", "wb")
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(tmp_path / "server-db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"chroma run did not start: {(tmp_path / 'chroma.log').read_text()[-2000:]}")
-                time.sleep(0.1)
+    with running_chroma_server(tmp_path / "server-db", tmp_path / "chroma.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_http_server_round_trip(chroma_server):

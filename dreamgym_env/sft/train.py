@@ -609,7 +609,9 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         # the main process's clock decides for all, so that every process stops at the same step
         decide = torch.tensor([float(time.time() - last_save >= cfg.save_every_s), float(out_of_time)], device=device)
         if world > 1:
-            decide = accelerate_broadcast(decide)
+            from accelerate.utils import broadcast
+
+            decide = broadcast(decide, from_process=0)
         save_due, out_of_time = bool(decide[0]), bool(decide[1])
         if save_due or state["step"] == total_steps or out_of_time:
             if fsdp:
@@ -646,13 +648,6 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         logger.info("model written to %s", path)
     accelerator.wait_for_everyone()
     return {"finished": True, "model": str(path), **info}
-
-
-def accelerate_broadcast(tensor):
-    """``tensor`` as the main process has it, on every process."""
-    from accelerate.utils import broadcast
-
-    return broadcast(tensor, from_process=0)
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -344,7 +345,7 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
 def test_card_data_named_inside_the_package_resolves_from_any_directory(tmp_path, monkeypatch):
     """A shipped model's card names its data as ``dreamgym_env/data/...``: that resolves from any
     working directory; a path that exists is kept as given, and an unknown one is left to fail."""
-    from dreamgym_env.sft.train import data_file
+    from dreamgym_env.backends.default_model import data_file
 
     monkeypatch.chdir(tmp_path)
     named = "dreamgym_env/data/miniwob/miniwob_real_v0.jsonl.gz"
@@ -352,6 +353,37 @@ def test_card_data_named_inside_the_package_resolves_from_any_directory(tmp_path
     (tmp_path / "mine.jsonl").write_text("")
     assert data_file("mine.jsonl") == "mine.jsonl"
     assert data_file("dreamgym_env/data/miniwob/nope.jsonl.gz") == "dreamgym_env/data/miniwob/nope.jsonl.gz"
+
+
+def test_env_retrieves_from_the_data_its_model_was_trained_on(tmp_path, monkeypatch):
+    """The MiniWoB default buffer holds the shipped model card's data (the demos of its training
+    prompts came from there); a card naming none gives the package's v0 collection."""
+    import dreamgym_env.backends.default_model as default_model
+    import dreamgym_env.buffer.defaults as defaults
+    from dreamgym_env.backends.default_model import MODEL_CARD, card_data_files
+    from dreamgym_env.domains.miniwob.domain import MiniWoBDomain
+
+    v1 = "dreamgym_env/data/miniwob/miniwob_real_random_v1.jsonl.gz"
+    model = tmp_path / "model"
+    model.mkdir()
+    assert card_data_files(model) is None  # no card
+    (model / MODEL_CARD).write_text(json.dumps({"config": {"data": []}}))
+    assert card_data_files(model) is None  # the domain's own data
+    (model / MODEL_CARD).write_text(json.dumps({"config": {"data": [v1]}}))
+    monkeypatch.chdir(tmp_path)  # the card's package path resolves from anywhere
+    assert card_data_files(model) == [default_model.data_file(v1)]
+    assert Path(card_data_files(model)[0]).is_file()
+
+    seeded = {}
+    monkeypatch.setattr(defaults, "seeded_buffer", lambda name, files, root=None: seeded.setdefault(name, list(files)))
+    domain = MiniWoBDomain()
+    monkeypatch.setattr(domain, "default_model", lambda: str(model))
+    domain.default_buffer()
+    assert seeded["miniwob"] == card_data_files(model)
+    seeded.clear()
+    (model / MODEL_CARD).write_text(json.dumps({"config": {"data": []}}))
+    domain.default_buffer()
+    assert seeded["miniwob"] == [str(real_dataset_path())]
 
 
 def test_summary_splits_episode_endings_by_real_outcome():

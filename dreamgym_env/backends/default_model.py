@@ -104,6 +104,29 @@ def card_prompt_version(path: Path) -> str | None:
     return json.loads(card.read_text()).get("prompt_version")
 
 
+def data_file(path: str) -> str:
+    """A data file as given or, when it is not there, relative to the installed package's parent:
+    cards of shipped models name the package's files as ``dreamgym_env/data/...``, which then
+    resolve from any working directory."""
+    if Path(path).exists():
+        return path
+    import dreamgym_env
+
+    packaged = Path(dreamgym_env.__file__).resolve().parent.parent / path
+    return str(packaged) if packaged.exists() else path
+
+
+def card_data_files(path: Path) -> list[str] | None:
+    """The real data a model directory's card says it was trained on (resolved with
+    :func:`data_file`); None when it has no card or the card names none (the domain's own data).
+    The env retrieves its demos from these, as ``dreamgym sft`` built its training prompts."""
+    card = Path(path) / MODEL_CARD
+    if not card.is_file():
+        return None
+    files = json.loads(card.read_text()).get("config", {}).get("data") or []
+    return [data_file(f) for f in files] or None
+
+
 def resolve_model(model: str | os.PathLike | None) -> ModelLocation:
     """Locate a model directory, a LoRA adapter over its base, or (None) the embedded default.
 

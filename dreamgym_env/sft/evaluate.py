@@ -309,7 +309,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from dreamgym_env.backends import make_backend
-    from dreamgym_env.sft.train import data_file
+    from dreamgym_env.backends.default_model import data_file
 
     model_dir, card = load_model_card(args.model)
     missing = [f for f in args.data or [] if not Path(data_file(f)).is_file()]

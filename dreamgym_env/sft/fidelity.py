@@ -85,6 +85,9 @@ def add_fidelity_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _cmd_fidelity(args: argparse.Namespace) -> int:
     from dreamgym_env.backends import make_backend
+    from dreamgym_env.backends.default_model import card_data_files
+    from dreamgym_env.buffer.defaults import seeded_buffer
+    from dreamgym_env.domains.miniwob.domain import real_dataset_path
     from dreamgym_env.sft.closed_loop import closed_loop, format_closed_loop
     from dreamgym_env.sft.evaluate import evaluate_model, format_table, load_model_card
 
@@ -102,8 +105,11 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
         figures["eval"] = asdict(result)
         eval_path.write_text(json.dumps(figures["eval"], indent=1))
         (out / "eval.md").write_text(format_table(result) + "\n")
+    # The synthetic env retrieves from the data the model was trained on, as its training prompts did.
+    buffer = seeded_buffer("miniwob", card_data_files(model_dir) or [str(real_dataset_path())])
     loop = closed_loop(episodes=args.episodes, seed=args.seed, batch=args.batch, progress=True,
-                       env_kwargs={"backend": backend, "prompt_version": card.get("prompt_version")})
+                       env_kwargs={"backend": backend, "prompt_version": card.get("prompt_version"),
+                                   "buffer": buffer})
     figures["loop"] = loop.summary()
     (out / "closed-loop.json").write_text(json.dumps(loop.to_dict(), indent=1))
     (out / "closed-loop.md").write_text(format_closed_loop(loop) + "\n")

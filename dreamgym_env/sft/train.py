@@ -36,7 +36,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from dreamgym_env.backends.default_model import MODEL_CARD
+from dreamgym_env.backends.default_model import MODEL_CARD, data_file
 from dreamgym_env.config_args import add_config_arguments
 from dreamgym_env.prompts import PROMPT_VERSION, check_prompt_version
 from dreamgym_env.sft.annotate import DEFAULT_RULE_VERSION, check_rule_version
@@ -115,18 +115,6 @@ class SFTConfig:
 
 
 # -- setup ---------------------------------------------------------------------------------------
-
-def data_file(path: str) -> str:
-    """A data file as given or, when it is not there, relative to the installed package's parent:
-    cards of shipped models name the package's files as ``dreamgym_env/data/...``, which then
-    resolve from any working directory."""
-    if Path(path).exists():
-        return path
-    import dreamgym_env
-
-    packaged = Path(dreamgym_env.__file__).resolve().parent.parent / path
-    return str(packaged) if packaged.exists() else path
-
 
 def _resolve(cfg: SFTConfig):
     from dreamgym_env.domains import make_domain

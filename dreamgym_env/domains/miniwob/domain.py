@@ -55,10 +55,14 @@ class MiniWoBDomain(Domain):
             return None
 
     def default_buffer(self) -> Any:
-        """The shipped real trajectories, in a persistent buffer built once under the cache."""
+        """The real trajectories the shipped model was trained on (its card's data; the package's
+        v0 collection when it names none), in a persistent buffer built once under the cache."""
+        from dreamgym_env.backends.default_model import card_data_files
         from dreamgym_env.buffer.defaults import seeded_buffer
 
-        return seeded_buffer("miniwob", [real_dataset_path()])
+        model = self.default_model()
+        files = (card_data_files(Path(model)) if model else None) or [str(real_dataset_path())]
+        return seeded_buffer("miniwob", files)
 
     def admissible_actions(self, state: str, goal: str = "") -> list[str]:
         """Clicks on every element, a ``select`` per option of each list and, for text fields,

@@ -36,7 +36,7 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
                           output_dir=str(tmp_path / "runs"), out=str(tmp_path / "results.md"))
     backend = _scripted_backend()
     results = run_experiment(cfg, env_kwargs={"backend": backend, "buffer": False})
-    assert set(results) == {"untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum"}
+    assert set(results) == {"untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum", "synthetic-equal-steps"}
     untrained = results["untrained"][0]
     assert untrained["real_steps_used"] == 0 == untrained["synthetic_steps_used"] and len(untrained["curve"]) == 1
     assert "success/click-test-2" in untrained["final"]
@@ -45,6 +45,8 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
     assert 2 <= s2r["real_steps_used"] < real["real_steps_used"]
     assert s2r["curve"][0]["real_steps"] == 0 and s2r["curve"][0]["success_rate"] == synthetic["final"]["success_rate"]
     assert "success/click-test-2" in real["final"]
+    equal = results["synthetic-equal-steps"][0]  # real-only's budget, in synthetic steps
+    assert equal["real_steps_used"] == 0 and 20 <= equal["synthetic_steps_used"] < 20 + 2 * 2 and len(equal["curve"]) == 1
     calls = len(backend.calls)
     assert run_experiment(cfg, env_kwargs={"backend": backend, "buffer": False}) == results  # finished arms are read back
     assert len(backend.calls) == calls
@@ -57,7 +59,7 @@ def test_tiny_experiment_runs_resumes_and_reports(tmp_path):
     assert again.endswith(NOTES_MARKER + "\nHand-written reading of the table.\n") and again.count(NOTES_MARKER) == 1
     assert set(summarise(cfg, results)["goals"]) == {
         "(c) S2R >= (a) real-only with 10x fewer real steps", "(b) synthetic-only >= 0.8 x (a) real-only",
-        "curriculum helps: (b) > (d)"}
+        "curriculum helps: (b) > (d)", "(e) synthetic-only with N synthetic steps >= 0.8 x (a) real-only with N real steps"}
 
 
 def test_s2r_without_its_synthetic_policy_names_the_fix(tmp_path):

@@ -1,6 +1,6 @@
 """The sim-to-real experiment on MiniWoB, by one command.
 
-Four arms, each trained with the bundled GRPO (same policy, same hyper-parameters) and each
+Six arms, each trained with the bundled GRPO (same policy, same hyper-parameters) and each
 evaluated greedily on real MiniWoB, on held-out seeds, ``eval_episodes`` per family, beside the
 policy they all start from:
 
@@ -8,7 +8,10 @@ policy they all start from:
 - ``real``: real MiniWoB only, a budget of ``real_steps`` real steps;
 - ``synthetic``: synthetic experience only (DreamGym-MiniWoB-v0, curriculum on), no real step;
 - ``s2r``: the ``synthetic`` policy, then ``real_steps / 10`` real steps;
-- ``synthetic-no-curriculum``: ``synthetic`` with uniform task sampling and no generated tasks.
+- ``synthetic-no-curriculum``: ``synthetic`` with uniform task sampling and no generated tasks;
+- ``synthetic-equal-steps``: ``synthetic`` with a budget of ``real_steps`` synthetic steps, the
+  real-only arm's budget, so that the two compare step for step (``synthetic`` runs
+  ``synthetic_iterations`` GRPO iterations, whatever steps they take).
 
 Every arm of every seed writes ``output_dir/<arm>-seed<k>/result.json`` and is skipped when that
 file exists, so an interrupted experiment resumes by rerunning the same command. The summary
@@ -39,7 +42,7 @@ from dreamgym_env.experiments.machine import describe_machine
 
 logger = logging.getLogger(__name__)
 
-ARMS = ("untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum")
+ARMS = ("untrained", "real", "synthetic", "s2r", "synthetic-no-curriculum", "synthetic-equal-steps")
 DEFAULT_FAMILIES = ["click-button", "click-link", "click-widget", "click-dialog-2", "enter-text"]
 
 
@@ -95,6 +98,9 @@ def _grpo_config(cfg: SimToRealConfig, arm: str, seed: int, output_dir: Path):
         init = str(run_dir(cfg, "synthetic", seed) / "policy.pt") if arm == "s2r" else ""
         return GRPOConfig(env_id=cfg.real_env, max_env_steps=budget, iterations=10**6, eval_every=every,
                           init_from=init, curriculum=True, generated_share=0.0, **common)
+    if arm == "synthetic-equal-steps":  # real-only's budget in synthetic steps; evaluated once, at the end
+        return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs), max_env_steps=cfg.real_steps,
+                          iterations=10**6, eval_every=10**6, curriculum=True, **common)
     return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs), iterations=cfg.synthetic_iterations,
                       eval_every=cfg.synthetic_iterations, curriculum=arm == "synthetic", **common)
 
@@ -196,6 +202,8 @@ def summarise(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]]])
         goals["(b) synthetic-only >= 0.8 x (a) real-only"] = pair[0] >= 0.8 * pair[1]
     if pair := paired("synthetic", "synthetic-no-curriculum"):
         goals["curriculum helps: (b) > (d)"] = pair[0] > pair[1]
+    if pair := paired("synthetic-equal-steps", "real"):
+        goals["(e) synthetic-only with N synthetic steps >= 0.8 x (a) real-only with N real steps"] = pair[0] >= 0.8 * pair[1]
     return {"final": final, "mean": mean, "goals": goals}
 
 
@@ -209,7 +217,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
     plot = out.with_name(out.stem + "_s2r_curve.png")
     plotted = _plot(results, plot)
     names = {"untrained": "(0) untrained: the start of every arm, no RL", "real": "(a) real only", "synthetic": "(b) synthetic only", "s2r": "(c) S2R: synthetic + N/10 real",
-             "synthetic-no-curriculum": "(d) (b) without curriculum"}
+             "synthetic-no-curriculum": "(d) (b) without curriculum", "synthetic-equal-steps": "(e) synthetic only, N synthetic steps"}
     lines = [
         "# Sim-to-real on MiniWoB", "",
         "Policies trained by the bundled GRPO (`TextActionPolicy`, same hyper-parameters in every arm) and evaluated",
@@ -217,7 +225,7 @@ def write_report(cfg: SimToRealConfig, results: Mapping[str, list[dict[str, Any]
         f"Command: `{command}`", "",
         f"Families: {', '.join(cfg.families)}. Seeds: {', '.join(map(str, cfg.seeds))}. Budget: N = {cfg.real_steps} real steps",
         f"(S2R: {cfg.real_steps // 10}); synthetic arms: {cfg.synthetic_iterations} GRPO iterations of {cfg.groups}×{cfg.num_generations}",
-        f"episodes, step limit {cfg.max_steps}. Synthetic env: `{cfg.synthetic_env}` {json.dumps(cfg.synthetic_env_kwargs) if cfg.synthetic_env_kwargs else '(default model)'}.",
+        f"episodes (arm (e): N = {cfg.real_steps} synthetic steps), step limit {cfg.max_steps}. Synthetic env: `{cfg.synthetic_env}` {json.dumps(cfg.synthetic_env_kwargs) if cfg.synthetic_env_kwargs else '(default model)'}.",
         f"Machine: {describe_machine()}. Date: {time.strftime('%Y-%m-%d')}.{_served_by()}", "",
         "| arm | seeds | real steps (RL) | synthetic steps | real success (mean ± std over seeds) | " + " | ".join(cfg.families) + " |",
         "|---|---|---:|---:|---:|" + "---:|" * len(cfg.families),
@@ -271,7 +279,7 @@ def _served_by() -> str:
 
 
 #: Marker of each arm drawn as a single point at 0 real steps.
-POINT_MARKERS = {"untrained": "s", "synthetic": "D", "synthetic-no-curriculum": "^"}
+POINT_MARKERS = {"untrained": "s", "synthetic": "D", "synthetic-no-curriculum": "^", "synthetic-equal-steps": "v"}
 
 
 def _plot(results: Mapping[str, list[dict[str, Any]]], path: Path) -> bool:

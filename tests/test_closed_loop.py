@@ -76,6 +76,19 @@ def test_paired_closed_loop_on_the_real_env_with_a_generous_model(tmp_path):
     assert len(starts) == 2 * 2 * 6 and set(starts) <= real_first_states  # each synthetic episode (run and
     # replay, 2 policies x 6 episodes) made one step, on the page its real twin started from
 
+    # the workdir keeps the run: the same command reads every pair back, one more episode a
+    # family runs only the new ones, and a run with other settings is refused
+    again = closed_loop(policies=["oracle", "near-miss"], episodes=3, families=["click-button", "login-user"],
+                        seed=7, batch=4, env_kwargs={"backend": backend, "buffer": False}, workdir=tmp_path)
+    assert again.pairs == result.pairs and len(starts) == 24
+    longer = closed_loop(policies=["oracle", "near-miss"], episodes=4, families=["click-button", "login-user"],
+                         seed=7, batch=4, chunk=1, env_kwargs={"backend": backend, "buffer": False}, workdir=tmp_path)
+    assert len(longer.pairs) == 16 and len(starts) == 24 + 2 * 2 * 2 and longer.pairs[:6] == result.pairs[:6]
+    assert sorted(p.episode for p in longer.pairs if p.policy == "oracle") == list(range(8))
+    with pytest.raises(ValueError, match="other settings .*seed"):
+        closed_loop(policies=["oracle"], episodes=1, families=["click-button", "login-user"], seed=8, batch=4,
+                    env_kwargs={"backend": backend, "buffer": False}, workdir=tmp_path)
+
 
 def test_goal_table_marks_each_goal():
     from dreamgym_env.sft.fidelity import goal_table
@@ -98,7 +111,8 @@ def test_fidelity_command_writes_every_file(tmp_path, capsys):
     out = tmp_path / "fid"
     assert main(["fidelity", "--backend", "scripted", "--out-dir", str(out), "--episodes", "1",
                  "--max-per-group", "2"]) == 0
-    assert {p.name for p in out.iterdir()} == {"eval.json", "eval.md", "closed-loop.json", "closed-loop.md", "summary.md"}
+    assert {p.name for p in out.iterdir()} == {"eval.json", "eval.md", "closed-loop.json", "closed-loop.md", "summary.md",
+                                               "closed-loop-work"}
     loop = json.loads((out / "closed-loop.json").read_text())
     assert {p["policy"] for p in loop["pairs"]} == {"oracle", "random", "near-miss"} and len(loop["pairs"]) == 3 * 19
     assert "| closed loop |gap|, oracle | ≤ 0.05 |" in capsys.readouterr().out

@@ -16,7 +16,15 @@ synthetic one, and the episodes are compared:
 
 With a deterministic backend (greedy decoding) everything is reproducible from ``seed``.
 
-    dreamgym closed-loop --backend http://127.0.0.1:8000/v1 --episodes 30 --output results/fidelity/closed-loop.json
+A run with a ``workdir`` keeps what it has done there: the real episodes (``collect`` appends and
+skips those already run) and every synthetic pair, written a chunk of episodes at a time. Rerun
+the same command to resume after an interruption, or with more ``--episodes`` to extend a run:
+episode ``i`` is the same episode whatever the total, so the first 6 of 30 are a 6-episode run's.
+One workdir holds one model's run; it refuses a rerun with another env, backend, seed or
+families.
+
+    dreamgym closed-loop --backend http://127.0.0.1:8000/v1 --episodes 30 --workdir runs/closed-loop-mymodel \\
+        --output results/fidelity/closed-loop.json
 """
 
 from __future__ import annotations
@@ -226,6 +234,7 @@ def closed_loop(
     replay: bool = True,
     env_kwargs: Mapping[str, Any] | None = None,
     workdir: str | Path | None = None,
+    chunk: int = 128,
     progress: bool = False,
 ) -> ClosedLoopResult:
     """Run every policy ``episodes`` times per family on the real env, then on the synthetic env
@@ -242,8 +251,14 @@ def closed_loop(
         max_steps: step limit of both envs.
         replay: also replay each real episode's actions in the synthetic env.
         env_kwargs: keyword arguments of the synthetic env (e.g. ``backend``, ``buffer``).
-        workdir: where the real trajectories are written (default: a temporary folder).
+        workdir: where the real trajectories and the synthetic pairs are kept (default: a
+            temporary folder); a run with the same workdir resumes, or extends to more episodes.
+        chunk: synthetic episodes run (with their replays) before their pairs are saved.
         progress: tqdm bars.
+
+    Raises:
+        ValueError: on unknown families, ``episodes < 1``, or a ``workdir`` holding a run with
+            other settings.
     """
     from dreamgym_env.collect import collect, episode_seed, read_trajectories
     from dreamgym_env.domains.miniwob import TASK_IDS
@@ -256,46 +271,116 @@ def closed_loop(
     unknown = sorted(set(families) - set(TASK_IDS))
     if unknown:
         raise ValueError(f"unknown MiniWoB families {unknown}; known: {sorted(TASK_IDS)}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     result = ClosedLoopResult(synthetic_env, real_env, episodes, seed)
     kwargs = {"max_episode_steps": max_steps, "write_synthetic": False, **dict(env_kwargs or {})}
-    envs = make_envs(synthetic_env, min(batch, episodes * len(families)), kwargs)
+    total = episodes * len(families)
+    envs: list[Any] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(workdir or tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        _claim_workdir(folder, {"synthetic_env": synthetic_env, "real_env": real_env, "seed": seed,
+                                "max_steps": max_steps, "replay": replay, "families": families,
+                                "env_kwargs": _describe(kwargs)})
         try:
             for policy in policies:
                 out = folder / f"real-{policy}-s{seed}.jsonl.gz"
-                collect(real_env, episodes * len(families), policy, out, seed=seed, task_ids=families,
+                collect(real_env, total, policy, out, seed=seed, task_ids=families,
                         max_episode_steps=max_steps, progress=progress)
-                real = sorted(read_trajectories(out), key=lambda t: t.trajectory_id)
-                starts, actors, replays = [], [], []
-                for traj in real:
-                    episode = int(traj.trajectory_id.rsplit("-e", 1)[1])
-                    first = traj.transitions[0]
-                    task = {"task_id": traj.task_id, "goal": traj.goal, "initial_state": first.state}
-                    starts.append({"seed": episode_seed(seed, episode), "options": {"task": task}, "episode": episode})
-                    agent = make_policy(policy, seed=seed)
-                    if hasattr(agent, "reset"):
-                        agent.reset(seed=episode_seed(seed, episode))
-                    actors.append(agent)
-                    replays.append([t.action for t in traj.transitions])
-                logger.info("closed loop: %s, %d synthetic episodes", policy, len(starts))
-                jobs = actors + (replays if replay else [])  # run and replays share the batch
-                done = _run_synthetic(envs, starts + (starts if replay else []), jobs, max_steps,
-                                      f"synthetic {policy}" + (" + replay" if replay else ""), progress)
-                synthetic = done[:len(starts)]
-                replayed = done[len(starts):] if replay else [None] * len(real)
-                for traj, start, (ok, steps, error), rep in zip(real, starts, synthetic, replayed):
-                    result.pairs.append(EpisodePair(
-                        policy=policy, family=traj.task_id, episode=start["episode"],
-                        real_success=traj.total_reward > 0, synthetic_success=ok,
-                        real_steps=len(traj.transitions), synthetic_steps=steps,
-                        replay_success=None if rep is None else rep[0], synthetic_error=error,
-                    ))
+                real = {_episode_of(t): t for t in read_trajectories(out)}
+                real = [real[i] for i in sorted(real) if i < total]
+                saved = folder / f"pairs-{policy}-s{seed}.jsonl"
+                done = _read_pairs(saved)
+                todo = [t for t in real if _episode_of(t) not in done]
+                if todo and not envs:
+                    envs = make_envs(synthetic_env, min(batch, len(todo)), kwargs)
+                logger.info("closed loop: %s, %d synthetic episodes (%d done before)", policy, len(todo), len(real) - len(todo))
+                for begin in range(0, len(todo), chunk):
+                    part = todo[begin:begin + chunk]
+                    pairs = _pair_chunk(envs, part, policy, seed, max_steps, replay,
+                                        f"synthetic {policy} {begin + len(part)}/{len(todo)}", progress)
+                    with saved.open("a") as f:
+                        f.writelines(json.dumps(asdict(p)) + "\n" for p in pairs)
+                    done.update({p.episode: p for p in pairs})
+                result.pairs += [done[_episode_of(t)] for t in real]
         finally:
             for env in envs:
                 env.close()
     return result
+
+
+def _episode_of(traj: Any) -> int:
+    """The run's episode index of a collected trajectory (its id ends in ``-e<index>``)."""
+    return int(traj.trajectory_id.rsplit("-e", 1)[1])
+
+
+def _pair_chunk(envs: list[Any], real: Sequence[Any], policy: str, seed: int, max_steps: int, replay: bool,
+                desc: str, progress: bool) -> list[EpisodePair]:
+    """The synthetic twins (and replays) of some real episodes, as pairs."""
+    from dreamgym_env.collect import episode_seed
+    from dreamgym_env.domains.miniwob.oracles import make_policy
+
+    starts, actors, replays = [], [], []
+    for traj in real:
+        episode = _episode_of(traj)
+        task = {"task_id": traj.task_id, "goal": traj.goal, "initial_state": traj.transitions[0].state}
+        starts.append({"seed": episode_seed(seed, episode), "options": {"task": task}, "episode": episode})
+        agent = make_policy(policy, seed=seed)
+        if hasattr(agent, "reset"):
+            agent.reset(seed=episode_seed(seed, episode))
+        actors.append(agent)
+        replays.append([t.action for t in traj.transitions])
+    jobs = actors + (replays if replay else [])  # run and replays share the batch
+    done = _run_synthetic(envs, starts + (starts if replay else []), jobs, max_steps,
+                          desc + (" + replay" if replay else ""), progress)
+    synthetic = done[:len(starts)]
+    replayed = done[len(starts):] if replay else [None] * len(real)
+    return [EpisodePair(policy=policy, family=traj.task_id, episode=start["episode"],
+                        real_success=traj.total_reward > 0, synthetic_success=ok,
+                        real_steps=len(traj.transitions), synthetic_steps=steps,
+                        replay_success=None if rep is None else rep[0], synthetic_error=error)
+            for traj, start, (ok, steps, error), rep in zip(real, starts, synthetic, replayed)]
+
+
+def _read_pairs(path: Path) -> dict[int, EpisodePair]:
+    """The pairs a run saved before, by episode (a line cut by an interruption is ignored)."""
+    pairs: dict[int, EpisodePair] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                pair = EpisodePair(**json.loads(line))
+            except (ValueError, TypeError):
+                continue
+            pairs[pair.episode] = pair
+    return pairs
+
+
+def _describe(kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """The env's keyword arguments as text (an object, e.g. a backend or a buffer, by its class
+    and its name or path)."""
+    out = {}
+    for key, value in sorted(kwargs.items()):
+        if isinstance(value, (str, int, float, bool, type(None), list, dict)):
+            out[key] = json.dumps(value, sort_keys=True, default=str)
+        else:
+            out[key] = f"{type(value).__name__}({getattr(value, 'name', '') or getattr(value, 'path', '')})"
+    return out
+
+
+def _claim_workdir(folder: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings in ``folder``, or check them against those recorded there."""
+    path = folder / "closed-loop-settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        differ = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if differ:
+            raise ValueError(
+                f"{folder} holds a closed-loop run with other settings ({', '.join(differ)}: "
+                f"{ {k: before.get(k) for k in differ} } there, { {k: settings.get(k) for k in differ} } now); "
+                "use another --workdir for this run, or delete that one to start over")
+        return
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True))
 
 
 def format_closed_loop(result: ClosedLoopResult) -> str:
@@ -343,6 +428,8 @@ def add_closed_loop_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=32, help="synthetic episodes stepped together")
     parser.add_argument("--no-replay", action="store_true", help="skip replay agreement")
+    parser.add_argument("--workdir", default=None, help="keep the real episodes and synthetic pairs here; rerunning "
+                        "resumes (or extends to more --episodes); one folder per model (default: a temporary folder)")
     parser.add_argument("--env-kwargs", type=json.loads, default=None,
                         help='more JSON keyword arguments of the synthetic env, e.g. \'{"exact_retrieval": false}\'')
     parser.add_argument("--output", default=None, help="write every pair and the figures as JSON here "
@@ -357,7 +444,7 @@ def _cmd_closed_loop(args: argparse.Namespace) -> int:
         kwargs["backend"] = args.backend
     result = closed_loop(args.env, args.real_env, policies=args.policies, episodes=args.episodes,
                          families=args.families, seed=args.seed, batch=args.batch, replay=not args.no_replay,
-                         env_kwargs=kwargs, progress=True)
+                         env_kwargs=kwargs, workdir=args.workdir, progress=True)
     table = format_closed_loop(result)
     print(table)
     if args.output:

@@ -108,6 +108,7 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     # The synthetic env retrieves from the data the model was trained on, as its training prompts did.
     buffer = seeded_buffer("miniwob", card_data_files(model_dir) or [str(real_dataset_path())])
     loop = closed_loop(episodes=args.episodes, seed=args.seed, batch=args.batch, progress=True,
+                       workdir=out / "closed-loop-work",  # a rerun resumes the closed loop
                        env_kwargs={"backend": backend, "prompt_version": card.get("prompt_version"),
                                    "buffer": buffer})
     figures["loop"] = loop.summary()

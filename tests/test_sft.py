@@ -154,6 +154,29 @@ def test_rule_v3_reads_every_target_of_the_goal_and_keeps_the_page_whole():
         SFTConfig(reasoning_rule="v9")
 
 
+def test_rule_v4_copies_the_fields_before_the_judgement():
+    """v4 is v3 plus the page's fields and what they hold, written before the sentence that
+    judges them, where the element matches none of the goal's words (a Submit, a wrong click)."""
+    form = ('[6] label "Username"\n[7] input_text value="tula" id="username"\n[9] label "Password"\n'
+            '[10] input_password value="A" id="password"\n[11] button "Login"')
+    login = _transition(goal='Enter the username "tula" and the password "AkJz" into the text fields and press login.',
+                        state=form, next_state=form, action="click [11]", done=True)
+    v3, v4 = rule_reasoning(login, "v3"), rule_reasoning(login, "v4")
+    assert v4 == v3.replace('matches none. On the page,',
+                            'matches none. Fields: [7] (username) "tula", [10] (password) "A". On the page,')
+    assert '"AkJz" is nowhere' in v4 and v4.endswith("The episode ends without meeting the goal: reward 0.")
+    empty = _transition(goal='Enter "Riley" into the text field and press Submit.',
+                        state='[5] input_text id="tt"\n[6] button "Submit"',
+                        next_state='[5] input_text id="tt"\n[6] button "Submit" focused', action="click [6]", done=True)
+    assert 'The element matches none. Fields: [5] empty. On the page, "Riley" is nowhere.' in rule_reasoning(empty, "v4")
+    typed = _transition(action='type [5] "Kasie"', next_state='[4] button "Submit"\n[5] input_text value="Kasie" id="tt"')
+    assert rule_reasoning(typed, "v4") == rule_reasoning(typed, "v3")  # a match needs no fields
+    many = "\n".join(f'[{i}] input_text value="{"a" * 40}" id="c{i}"' for i in range(4, 12)) + '\n[12] button "Go"'
+    crowded = _transition(state=many, next_state=many, action="click [12]", done=True)
+    text = rule_reasoning(crowded, "v4")
+    assert f'Fields: [4] "{"a" * 29}…", [5]' in text and "and more." in text and len(text) <= 400
+
+
 def test_annotate_keeps_existing_reasoning_unless_overwrite(trajectories, tmp_path):
     tr = trajectories[:2]
     tr[0].transitions[0].reasoning = "kept"

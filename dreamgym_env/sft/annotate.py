@@ -20,6 +20,12 @@ widget, and leaves out the list of changes v1/v2 write (the answer's patch says 
 14 tokens a step, ``benchmarks/token_budget.py``): its trace is the judgement and the outcome.
 A model trained on ``v1`` was seen writing the clicked element's own text as "the goal's" word on
 wrong clicks, and so rewarding them (docs/fidelity.md, "Why the closed loop is generous").
+``v4`` is ``v3`` with the page's fields copied before the judgement when the element matches
+none of the goal's words (a Submit, a wrong click): "Fields: [7] (username) "tula", [10]
+(password) "A"." A model trained on v3 was seen writing that a goal word "is in [10] value" when
+the field held something else (login-user, enter-text, choose-list near misses): copying a
+field's value out of the page is a lookup the model does well, and it puts the two strings side
+by side before the comparison that decides the reward.
 """
 
 from __future__ import annotations
@@ -40,9 +46,13 @@ logger = logging.getLogger(__name__)
 
 #: Length cap of a reasoning trace (the output schema's ``reasoning_chars`` is 300).
 MAX_REASONING_CHARS = 280
+#: v4's cap: room for the fields beside the goal's words (login-user's trace is ~320 characters).
+MAX_REASONING_CHARS_V4 = 400
 _MAX_CHANGES = 4
 #: Versions of the rule annotation (see the module docstring).
-RULE_VERSIONS = ("v1", "v2", "v3")
+RULE_VERSIONS = ("v1", "v2", "v3", "v4")
+#: Versions that read the goal's targets whole and judge case-sensitively (v4 is v3 + fields).
+_TARGET_VERSIONS = ("v3", "v4")
 #: The version the shipped model was trained on.
 DEFAULT_RULE_VERSION = "v1"
 
@@ -93,7 +103,7 @@ def _goal_terms(goal: str, version: str) -> list[str]:
     words lose their digits, lower-case ones are missed), v3 the goal's targets whole."""
     from dreamgym_env.domains.miniwob.serialize import goal_targets, type_candidates
 
-    return goal_targets(goal) if version == "v3" else type_candidates(goal, limit=8)
+    return goal_targets(goal) if version in _TARGET_VERSIONS else type_candidates(goal, limit=8)
 
 
 def _quoted_goal_terms(terms: Sequence[str], count: int = 2) -> str:
@@ -125,7 +135,7 @@ def _goal_match(action: str, line: str, terms: Sequence[str], version: str) -> t
     except json.JSONDecodeError:
         pass
     element = parse_line(line)
-    v3 = version == "v3"
+    v3 = version in _TARGET_VERSIONS
     own_text = (element.text or "") + (" " + element.value if v3 and element.value else "") if element else line
     subject, haystack = ("the text", str(argument)) if argument else ("the element", own_text)
     if v3:
@@ -192,6 +202,30 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> s
     return "On the page, " + "; ".join(parts) + "." if parts else None
 
 
+#: Tags of the elements whose value a Submit is judged on (boxes are named by _goal_locations).
+_FIELD_TAGS = ("input_text", "input_password", "input_email", "input_number", "input_search", "input_tel",
+               "input_url", "input_date", "textarea", "select")
+_MAX_FIELDS = 4
+
+
+def _page_fields(lines: dict[str, str], goal: str) -> str | None:
+    """v4: the page's fields and what each holds, in page order, e.g. ``Fields: [7] (username)
+    "tula", [10] (password) "A".`` (a field is named by its id when the goal names that id;
+    an empty one reads ``empty``); None when the page has no field."""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    fields = [e for e in map(parse_line, lines.values()) if e is not None and e.tag in _FIELD_TAGS]
+    if not fields:
+        return None
+    parts = []
+    for e in fields[:_MAX_FIELDS]:
+        named = e.hint[1] if e.hint and re.search(rf"\b{re.escape(e.hint[1])}\b", goal, re.I) else ""
+        held = json.dumps(_clip(e.value, 30), ensure_ascii=False) if e.value else "empty"
+        parts.append(f"[{e.ref}]" + (f" ({named})" if named else "") + f" {held}")
+    more = " and more" if len(fields) > _MAX_FIELDS else ""
+    return "Fields: " + ", ".join(parts) + more + "."
+
+
 _WIDGET_GOAL = re.compile(r'^Click on an? "(\w+)" widget')
 
 
@@ -235,16 +269,19 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
     elif ref and ref in lines:
         target = _clip(lines[ref], 70)
         terms = _goal_terms(t.goal, version)
-        if version == "v3" and terms:
+        if version in _TARGET_VERSIONS and terms:
             parts.append(f"The goal asks for {_quoted_goal_terms(terms, len(terms))}.")
         parts.append(f"{verb.capitalize()} acts on {target}.")
-        widget = _widget_match(t.goal, lines, ref) if version == "v3" else None
+        widget = _widget_match(t.goal, lines, ref) if version in _TARGET_VERSIONS else None
         if widget is not None:  # the goal names a kind of element, not its text
             parts += widget
         else:
             match, matched = _goal_match(t.action, lines[ref], terms, version)
             parts += match
-            page = _goal_locations(lines, terms, t.goal) if version == "v3" and not matched else None
+            page = _goal_locations(lines, terms, t.goal) if version in _TARGET_VERSIONS and not matched else None
+            fields = _page_fields(lines, t.goal) if version == "v4" and not matched else None
+            if fields:
+                parts.append(fields)  # the values themselves, copied before they are judged
             if page:
                 parts.append(page)  # what a Submit or a wrong click is judged against
     else:
@@ -255,8 +292,8 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
         outcome = "The episode ends without meeting the goal: reward 0."
     else:
         outcome = "The goal is not met yet."
-    if version == "v3":  # the judgement alone: the patch that follows says what changed
-        room = MAX_REASONING_CHARS - len(outcome) - 1
+    if version in _TARGET_VERSIONS:  # the judgement alone: the patch that follows says what changed
+        room = (MAX_REASONING_CHARS_V4 if version == "v4" else MAX_REASONING_CHARS) - len(outcome) - 1
         return f"{_clip(' '.join(parts), room)} {outcome}"
     parts.append(_describe_changes(t, lines))
     return _clip(" ".join(parts + [outcome]), MAX_REASONING_CHARS)

@@ -47,10 +47,12 @@ def correct_by_example(data: dict) -> dict[tuple[str, str], tuple[str, bool]]:
 
 def closed_loop_agreement(data: dict, key: str) -> dict[tuple[str, str, str], tuple[str, bool]]:
     """(policy, family, episode) -> (policy, whether the synthetic ``key`` outcome equals the real
-    success). An episode the synthetic env raised on counts as disagreeing."""
+    success). A synthetic episode the env gave up on (``synthetic_error``) counts as disagreeing,
+    as a replay without an outcome does."""
     out = {}
     for p in data["pairs"]:
-        agrees = p.get("synthetic_error") is None and p.get(key) is not None and bool(p[key]) == bool(p["real_success"])
+        failed = key == "synthetic_success" and p.get("synthetic_error") is not None
+        agrees = not failed and p.get(key) is not None and bool(p[key]) == bool(p["real_success"])
         out[(p["policy"], p["family"], str(p["episode"]))] = (p["policy"], agrees)
     return out
 

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="picks --dtype (fp32 on CPUs without bf16)")
-    serve.add_argument("--max-model-len", type=int, default=2048)
+    serve.add_argument("--max-model-len", type=int, default=4096,
+                       help="longest prompt plus answer (a long MiniWoB page: ~1,500 + up to 1,024 answer tokens)")
     serve.add_argument("--served-model-name", default=None, help="default: the model directory's name")
     serve.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
     serve.add_argument("--speculative-ngram", type=int, default=0, metavar="K",

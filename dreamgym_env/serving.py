@@ -27,7 +27,7 @@ def vllm_server_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "cpu",
-    max_model_len: int = 2048,
+    max_model_len: int = 4096,
     served_model_name: str | None = None,
     enforce_eager: bool = False,
     speculative_ngram: int = 0,

@@ -67,7 +67,7 @@ class VLLMBackend:
         *,
         enforce_eager: bool = True,
         dtype: str | None = None,
-        max_model_len: int = 2048,
+        max_model_len: int = 4096,
         structured_outputs: bool = True,
         compact_json: bool = True,
         **engine_kwargs: Any,

@@ -31,8 +31,12 @@ class MiniWoBDomain(Domain):
     name = "miniwob"
     state_format = "patch"
     max_episode_steps = 12
-    max_output_tokens = 256
-    output_limits = OutputLimits(patch_lines=24)
+    # The longest real answer is 796 tokens (an email-inbox page rewritten by a patch; 477 of
+    # 1,680 email-inbox answers exceed 256, the former cap, which cut them into invalid JSON).
+    max_output_tokens = 1024
+    # The longest real patch has 69 lines (email-inbox; 382 of 20,367 real transitions of v0 +
+    # v1 + v2, email-inbox and use-autocomplete, need more than the former 24).
+    output_limits = OutputLimits(patch_lines=96)
     terminal_verbs: tuple[str, ...] = ()  # MiniWoB pages end their episodes themselves
     # Short prompts: each token costs training and serving compute (see docs/fidelity.md).
     default_top_k = 2

@@ -34,7 +34,7 @@ def served_shipped_model(tmp_path_factory):
     merged = servable_model_dir(_shipped_model())
     port = free_port()
     log_path = tmp_path_factory.mktemp("logs") / "vllm_shipped.log"
-    command = vllm_server_command(merged, port=port, max_model_len=2048, enforce_eager=True, python=VLLM_PYTHON,
+    command = vllm_server_command(merged, port=port, enforce_eager=True, python=VLLM_PYTHON,
                                   extra_args=["--dtype", "float32"])
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(), start_new_session=True)

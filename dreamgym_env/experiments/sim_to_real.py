@@ -99,10 +99,11 @@ def _grpo_config(cfg: SimToRealConfig, arm: str, seed: int, output_dir: Path):
         return GRPOConfig(env_id=cfg.real_env, max_env_steps=budget, iterations=10**6, eval_every=every,
                           init_from=init, curriculum=True, generated_share=0.0, **common)
     if arm == "synthetic-equal-steps":  # real-only's budget in synthetic steps; evaluated once, at the end
-        return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs), max_env_steps=cfg.real_steps,
-                          iterations=10**6, eval_every=10**6, curriculum=True, **common)
-    return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs), iterations=cfg.synthetic_iterations,
-                      eval_every=cfg.synthetic_iterations, curriculum=arm == "synthetic", **common)
+        budget = dict(max_env_steps=cfg.real_steps, iterations=10**6, eval_every=10**6)
+    else:
+        budget = dict(iterations=cfg.synthetic_iterations, eval_every=cfg.synthetic_iterations)
+    return GRPOConfig(env_id=cfg.synthetic_env, env_kwargs=dict(cfg.synthetic_env_kwargs),
+                      curriculum=arm in ("synthetic", "synthetic-equal-steps"), **budget, **common)
 
 
 def run_arm(cfg: SimToRealConfig, arm: str, seed: int, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -160,6 +160,11 @@ def _box_of_label(elements: Sequence[Any]) -> dict[str, Any]:
     return {label.ref: box for label, box in zip(elements, elements[1:]) if label.tag == "label" and box.tag in _BOXES}
 
 
+def _id_named_by_goal(element: Any, goal: str) -> str:
+    """The element's id when the goal names it ("username" in "Enter the username ..."), else ''."""
+    return element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
+
+
 def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> str | None:
     """Where the goal's words are on the page (case-sensitive): the elements whose value or text
     holds them (for a label that is the word, the checkbox or radio after it and whether that one is checked; for
@@ -183,7 +188,7 @@ def _goal_locations(lines: dict[str, str], terms: Sequence[str], goal: str) -> s
                 if label_of[box.ref] == term:
                     hits.append(f"by [{box.ref}] {'checked' if box.checked else 'unchecked'}")
             elif element.value and term in element.value:
-                named = element.hint[1] if element.hint and re.search(rf"\b{re.escape(element.hint[1])}\b", goal, re.I) else ""
+                named = _id_named_by_goal(element, goal)
                 # a value that only holds the word is quoted: "Myron" is in [5] value "Myron4"
                 other = "" if element.value == term else " " + json.dumps(_clip(element.value, 30), ensure_ascii=False)
                 hits.append(f"[{element.ref}] value" + (f" ({named})" if named else "") + other)
@@ -219,7 +224,7 @@ def _page_fields(lines: dict[str, str], goal: str) -> str | None:
         return None
     parts = []
     for e in fields[:_MAX_FIELDS]:
-        named = e.hint[1] if e.hint and re.search(rf"\b{re.escape(e.hint[1])}\b", goal, re.I) else ""
+        named = _id_named_by_goal(e, goal)
         held = json.dumps(_clip(e.value, 30), ensure_ascii=False) if e.value else "empty"
         parts.append(f"[{e.ref}]" + (f" ({named})" if named else "") + f" {held}")
     more = " and more" if len(fields) > _MAX_FIELDS else ""

@@ -260,9 +260,8 @@ def closed_loop(
         ValueError: on unknown families, ``episodes < 1``, or a ``workdir`` holding a run with
             other settings.
     """
-    from dreamgym_env.collect import collect, episode_seed, read_trajectories
+    from dreamgym_env.collect import collect, read_trajectories
     from dreamgym_env.domains.miniwob import TASK_IDS
-    from dreamgym_env.domains.miniwob.oracles import make_policy
     from dreamgym_env.trainers.common import make_envs
 
     if episodes < 1:
@@ -293,8 +292,8 @@ def closed_loop(
                 saved = folder / f"pairs-{policy}-s{seed}.jsonl"
                 done = _read_pairs(saved)
                 todo = [t for t in real if _episode_of(t) not in done]
-                if todo and not envs:
-                    envs = make_envs(synthetic_env, min(batch, len(todo)), kwargs)
+                if todo and not envs:  # made once, for every policy's episodes
+                    envs = make_envs(synthetic_env, min(batch, total), kwargs)
                 logger.info("closed loop: %s, %d synthetic episodes (%d done before)", policy, len(todo), len(real) - len(todo))
                 for begin in range(0, len(todo), chunk):
                     part = todo[begin:begin + chunk]

@@ -545,6 +545,13 @@ def test_v4_heads_each_demo_with_its_goal_and_keeps_the_system_text_to_one_line(
     assert "reward: 1 only if the action completes the goal" in system3  # what the shipped model reads
     long_goal = T(**{**demo.__dict__, "goal": "x " * 200})
     assert len(prompts.render_demo(long_goal, "patch", "v4").split(" | ")[0]) <= len("- goal ") + prompts.DEMO_GOAL_CHARS
+    # v5: the demo shows what the click does to the page, not another goal's reward.
+    system5, user5 = (m["content"] for m in prompts.render_transition(version="v5", **kwargs))
+    assert system5 == system
+    assert '- click [6] on button "Cancel" => episode ends\n  [6] button "Cancel" focused' in user5
+    assert "reward" not in user5 and "goal Click" not in user5
+    going_on = T(**{**demo.__dict__, "done": False, "reward": 0.0})
+    assert prompts.render_demo(going_on, "patch", "v5").startswith('- click [6] on button "Cancel" => episode goes on\n')
 
 
 def test_v3_action_line_names_the_element_and_v2_does_not():

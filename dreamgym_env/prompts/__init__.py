@@ -15,6 +15,13 @@ Versions:
         each retrieved demo headed by its own goal. Without it a demo's reward cannot be read:
         ``click [6] on button "Cancel" => reward 1`` came from an episode whose goal named
         Cancel, and beside a goal naming "submit" it said "any click is rewarded".
+    v5: v4 with demos that show what an action does to the page (its patch, and whether the
+        episode ends) but neither their goal nor their reward. A reward depends on the goal,
+        and a demo's goal is another episode's: a model trained on v4 (candidate v1, docs/fidelity.md)
+        was found copying the first demo's reward (teacher-forced on 200 click-button endings, its
+        judgement followed the first demo's reward in 168, and the right answer in 99), which
+        rewards a wrong click beside a rewarded demo and refuses a right one beside a failed demo. Without it the reward can only come from the
+        goal, the page and the action, as the reasoning trace spells them out.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dreamgym_env.schema import ModelOutput, StateFormat, Transition
 
 #: The version ``dreamgym sft`` trains by default and servers without a model card get.
 PROMPT_VERSION = "v4"
-PROMPT_VERSIONS = ("v2", "v3", "v4")
+PROMPT_VERSIONS = ("v2", "v3", "v4", "v5")
 #: A demo's goal is cut to this many characters in prompt v4.
 DEMO_GOAL_CHARS = 100
 
@@ -101,11 +108,15 @@ def describe_action(state: str, action: str) -> str:
 
 
 def render_demo(demo: Transition, state_format: StateFormat, version: str = PROMPT_VERSION) -> str:
-    """A retrieved real transition, compactly: (from v4) its goal, action, element acted on,
-    outcome, then the patch lines as they are (no JSON escaping: prompt tokens are the cost of
-    every step)."""
-    goal = "" if version in ("v2", "v3") else f"goal {_clip_goal(demo.goal)} | "
-    head = f"- {goal}{describe_action(demo.state, demo.action)} => reward {int(demo.reward)}{', done' if demo.done else ''}"
+    """A retrieved real transition, compactly: (v4) its goal, action, element acted on,
+    outcome (v5: only whether the episode ends), then the patch lines as they are (no JSON
+    escaping: prompt tokens are the cost of every step)."""
+    action = describe_action(demo.state, demo.action)
+    if version == "v5":
+        head = f"- {action} => {'episode ends' if demo.done else 'episode goes on'}"
+    else:
+        goal = "" if version in ("v2", "v3") else f"goal {_clip_goal(demo.goal)} | "
+        head = f"- {goal}{action} => reward {int(demo.reward)}{', done' if demo.done else ''}"
     if state_format == "patch":
         from dreamgym_env.patch import make_patch
 

@@ -18,7 +18,7 @@ from dreamgym_env.domains.miniwob.serialize import goal_targets
 from dreamgym_env.patch import apply_patch
 from dreamgym_env.schema import Transition, parse_model_output
 from dreamgym_env.sft.annotate import LLMAnnotator, annotate_trajectories, rule_reasoning
-from dreamgym_env.sft.data import IGNORE, REASONING, STATE, tokenize_example, train_buffer
+from dreamgym_env.sft.data import IGNORE, JUDGEMENT, REASONING, STATE, judgement_spans, tokenize_example, train_buffer
 from dreamgym_env.sft.examples import build_examples
 from dreamgym_env.sft.train import SFTConfig
 
@@ -248,11 +248,29 @@ def test_tokenized_example_masks_reasoning_then_state(trajectories):
     n_prompt = row["prompt_length"]
     assert set(mask[:n_prompt]) == {IGNORE} and IGNORE not in mask[n_prompt:]
     first_state = mask.index(STATE)
-    assert set(mask[n_prompt:first_state]) == {REASONING} and set(mask[first_state:]) == {STATE}
+    assert set(mask[n_prompt:first_state]) == {REASONING, JUDGEMENT} and set(mask[first_state:]) == {STATE}
+    judged = tokenizer.decode([i for i, m in zip(row["input_ids"], mask) if m == JUDGEMENT])
+    assert judged.strip() in ("goal is met", "goal is not met yet", "episode ends without meeting the goal"), judged
     assert row["input_ids"][-1] == tokenizer.eos_token_id
     reasoning = tokenizer.decode(row["input_ids"][n_prompt:first_state])
     assert reasoning.startswith('{"reasoning":"') and example.transition.reasoning[:20] in reasoning
     assert tokenize_example(tokenizer, example, max_length=n_prompt) is None
+
+
+def test_judgement_words_are_found_in_every_rule_v3_trace_and_weighed_in_the_reasoning_term():
+    from dreamgym_env.sft.distributed import target_counts
+
+    matched = ('{"reasoning":"The goal asks for \\"Yes\\". Click acts on [4] button \\"Yes\\". The element matches '
+               'the goal\'s \\"Yes\\". The goal is met: reward 1, the episode ends.","patch":[]}')
+    end = matched.index('","patch"') + 1
+    assert [matched[a:b] for a, b in judgement_spans(matched, end)] == ["the goal's", "goal is met"]
+    missed = matched.replace("matches the goal's \\\"Yes\\\". The goal is met", "matches none. The episode ends without meeting the goal")
+    assert [missed[a:b] for a, b in judgement_spans(missed, len(missed))] == ["none", "episode ends without meeting the goal"]
+    assert judgement_spans(matched, matched.index("The element")) == []  # only inside the reasoning
+    rows = [{"loss_mask": [IGNORE, REASONING, REASONING, JUDGEMENT, STATE]}, {"loss_mask": [REASONING, JUDGEMENT, STATE]}]
+    assert target_counts(rows) == (4.0, 2) and target_counts(rows, judgement_weight=10.0) == (22.0, 2)
+    with pytest.raises(ValueError, match="judgement_weight"):
+        SFTConfig(judgement_weight=0)
 
 
 def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path):
@@ -324,6 +342,13 @@ def test_eval_model_scores_an_oracle_perfect_and_copying_at_the_copy_baseline(tr
     cfg = SFTConfig(data=[str(data)], test_fraction=0.3, held_out_families=["click-test"])
     card = {"config": asdict(cfg)}
     split = load_split([str(data)], test_fraction=0.3, held_out_families=["click-test"])
+    # families= keeps some families' episodes, split as they would be in a file of theirs alone
+    only = load_split([str(data)], test_fraction=0.3, families=["enter-text", "click-test"]).manifest()
+    alone = tmp_path / "alone.jsonl"
+    write_trajectories(alone, [t for t in trajectories if t.task_id in ("enter-text", "click-test")])
+    assert only == load_split([str(alone)], test_fraction=0.3).manifest() and only["test"]
+    with pytest.raises(ValueError, match="not in the data"):
+        load_split([str(data)], families=["click-tset"])
     buffer = train_buffer(split.train)
     truth = {e.messages[1]["content"]: e.target
              for e in build_examples(split.test, MiniWoBDomain(), buffer=buffer, top_k=2, history_length=2)}

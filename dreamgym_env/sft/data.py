@@ -4,6 +4,7 @@ demos from a train-only buffer, render with the shared chat template, tokenize w
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -12,8 +13,20 @@ from dreamgym_env.sft.annotate import DEFAULT_RULE_VERSION, annotate_trajectorie
 
 logger = logging.getLogger(__name__)
 
-#: Loss-mask values of a token: not trained, reasoning term, next-state term.
-IGNORE, REASONING, STATE = 0, 1, 2
+#: Loss-mask values of a token: not trained, reasoning term, next-state term, and the reasoning
+#: tokens that state the judgement (part of the reasoning term; ``--judgement-weight`` weighs them).
+IGNORE, REASONING, STATE, JUDGEMENT = 0, 1, 2, 3
+
+#: Where a rule trace (v2-v4) states its judgement: whether the acted element or typed text
+#: matches the goal's words, whether the element is the widget the goal names, and the outcome.
+#: Under teacher forcing everything after them follows from them; the decision is these words.
+_JUDGEMENT = re.compile(r"matches (the goal's|none)|The element (is a|is not a|labels)"
+                        r"|The (goal is met|episode ends without meeting the goal|goal is not met yet)")
+
+
+def judgement_spans(target: str, reasoning_end: int) -> list[tuple[int, int]]:
+    """Character spans of ``target``'s reasoning that state its judgement (see :data:`_JUDGEMENT`)."""
+    return [m.span(m.lastindex) for m in _JUDGEMENT.finditer(target, 0, reasoning_end)]
 
 
 @dataclass
@@ -38,12 +51,14 @@ def load_split(
     test_fraction: float = 0.1,
     held_out_families: Sequence[str] = (),
     seed: int = 0,
+    families: Sequence[str] = (),
     annotate: bool = True,
     reasoning: bool = True,
     rule_version: str = DEFAULT_RULE_VERSION,
 ) -> Split:
     """Read trajectory files and split them: whole episodes go to test with ``test_fraction``,
-    and every episode of ``held_out_families`` goes to test.
+    and every episode of ``held_out_families`` goes to test. ``families``: keep only these task
+    families' episodes (all when empty), e.g. a quick check on one family.
 
     Transitions without reasoning are annotated by rule when ``annotate`` is set (element-line
     states); otherwise they train with an empty reasoning. ``reasoning=False`` empties every
@@ -57,6 +72,11 @@ def load_split(
     trajectories = [t for f in files for t in read_trajectories(f)]
     if not trajectories:
         raise ValueError(f"no trajectories in {list(files)}")
+    if families:
+        absent = sorted(set(families) - {t.task_id for t in trajectories})
+        if absent:
+            raise ValueError(f"families {absent} are not in the data (families: {sorted({t.task_id for t in trajectories})})")
+        trajectories = [t for t in trajectories if t.task_id in set(families)]
     if not reasoning:
         trajectories = [dataclasses.replace(tr, transitions=[dataclasses.replace(t, reasoning="") for t in tr.transitions])
                         for tr in trajectories]
@@ -91,12 +111,14 @@ def prompt_text(tokenizer: Any, messages: list[dict[str, str]]) -> str:
 
 
 def tokenize_example(tokenizer: Any, example: Any, max_length: int) -> dict[str, Any] | None:
-    """Token ids and loss mask (IGNORE / REASONING / STATE) of one example, or None when it
-    exceeds ``max_length`` tokens. The answer ends with the end-of-turn token."""
+    """Token ids and loss mask (IGNORE / REASONING / JUDGEMENT / STATE) of one example, or None
+    when it exceeds ``max_length`` tokens. The answer ends with the end-of-turn token."""
     prompt_ids = tokenizer(prompt_text(tokenizer, example.messages), add_special_tokens=False)["input_ids"]
     answer = tokenizer(example.target, add_special_tokens=False, return_offsets_mapping=True)
     answer_ids = list(answer["input_ids"]) + [tokenizer.eos_token_id]
-    mask = [REASONING if start < example.reasoning_end else STATE for start, _ in answer["offset_mapping"]]
+    spans = judgement_spans(example.target, example.reasoning_end)
+    mask = [(JUDGEMENT if any(start < span_end and span_start < end for span_start, span_end in spans) else REASONING)
+            if start < example.reasoning_end else STATE for start, end in answer["offset_mapping"]]
     mask.append(STATE)
     ids = list(prompt_ids) + answer_ids
     if len(ids) > max_length:

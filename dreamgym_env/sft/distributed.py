@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dreamgym_env.sft.data import REASONING, STATE
+from dreamgym_env.sft.data import JUDGEMENT, REASONING, STATE
 
 
 def shard(batch: Sequence[int], rank: int, world: int) -> list[int]:
@@ -52,12 +52,13 @@ def micro_steps(batch: Sequence[int], lengths: Sequence[int], world: int, micro_
     return max(len(micro_batches(shard(batch, r, world), lengths, micro_batch_tokens)) for r in range(world))
 
 
-def target_counts(rows: Sequence[dict]) -> tuple[int, int]:
+def target_counts(rows: Sequence[dict], judgement_weight: float = 1.0) -> tuple[float, int]:
     """Reasoning and state target tokens of ``rows`` (the answer tokens the loss averages over;
-    a row's first token is never a target)."""
-    n_reasoning = n_state = 0
+    a row's first token is never a target); a judgement token counts ``judgement_weight`` times
+    in the reasoning term, whose mean is weighted so."""
+    n_reasoning, n_state = 0.0, 0
     for row in rows:
         kinds = row["loss_mask"][1:]
-        n_reasoning += sum(1 for k in kinds if k == REASONING)
+        n_reasoning += sum(1 for k in kinds if k == REASONING) + judgement_weight * sum(1 for k in kinds if k == JUDGEMENT)
         n_state += sum(1 for k in kinds if k == STATE)
     return n_reasoning, n_state

@@ -40,7 +40,7 @@ from dreamgym_env.backends.default_model import MODEL_CARD, data_file
 from dreamgym_env.config_args import add_config_arguments
 from dreamgym_env.prompts import PROMPT_VERSION, check_prompt_version
 from dreamgym_env.sft.annotate import DEFAULT_RULE_VERSION, check_rule_version
-from dreamgym_env.sft.data import IGNORE, REASONING, STATE
+from dreamgym_env.sft.data import IGNORE, JUDGEMENT, REASONING, STATE
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class SFTConfig:
     history_length: int | None = field(default=None, metadata={"help": "Past actions per example (default: the domain's env default)."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of episodes held out."})
     held_out_families: list[str] = field(default_factory=list, metadata={"help": "Task families never trained on (all their episodes are test)."})
+    families: list[str] = field(default_factory=list, metadata={"help": "Train and test on these task families only (default: all), e.g. a quick check on one family."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the episode split."})
     epochs: float = field(default=2.0, metadata={"help": "Passes over the training examples (fractions allowed)."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (LoRA; use ~5e-5 for full fine-tuning)."})
@@ -85,6 +86,7 @@ class SFTConfig:
     init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
     init_adapter: str | None = field(default=None, metadata={"help": "Start from this trained LoRA adapter (a model directory written by dreamgym sft, same base and rank), e.g. to move a model to a new prompt version for a fraction of the first budget."})
     prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
+    judgement_weight: float = field(default=1.0, metadata={"help": "Weight of the reasoning tokens that state the judgement (the element matches the goal's words or none, the outcome) in the reasoning term's weighted mean; 1 weighs them as any token. Under teacher forcing they are the only reasoning tokens that decide the reward, ~2 of ~60."})
     reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none, v3 names the goal's words first and where they are on the page (sft.annotate.RULE_VERSIONS); written to the model card."})
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class SFTConfig:
         if self.batch_tokens < self.max_length:
             raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length}) "
                              "so that every example fits a batch.")
+        if self.judgement_weight <= 0:
+            raise ValueError(f"judgement_weight must be > 0, got {self.judgement_weight}")
         if self.lora_rank < 0 or self.lora_layers < 0:
             raise ValueError("lora_rank and lora_layers must be >= 0")
 
@@ -145,8 +149,9 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
     domain, files, top_k, history, state_format = _resolve(cfg)
     key = {"files": files, "sizes": [os.path.getsize(f) for f in files], "top_k": top_k, "history": history,
            "state_format": state_format, "test_fraction": cfg.test_fraction,
-           "held_out": sorted(cfg.held_out_families), "split_seed": cfg.split_seed, "max_length": cfg.max_length,
-           "reasoning": cfg.reasoning, "prompt_version": cfg.prompt_version, "reasoning_rule": cfg.reasoning_rule}
+           "held_out": sorted(cfg.held_out_families), "families": sorted(cfg.families), "split_seed": cfg.split_seed, "max_length": cfg.max_length,
+           "reasoning": cfg.reasoning, "prompt_version": cfg.prompt_version, "reasoning_rule": cfg.reasoning_rule,
+           "loss_mask": "judgement"}
     cache = Path(cfg.output_dir) / "dataset.pt"
     if cache.is_file():
         cached = torch.load(cache, weights_only=False)
@@ -154,7 +159,7 @@ def prepare_dataset(cfg: SFTConfig, tokenizer: Any) -> dict[str, Any]:
             return cached
         logger.info("dataset cache %s is for another config; rebuilding", cache)
     split = load_split(files, test_fraction=cfg.test_fraction, held_out_families=cfg.held_out_families,
-                       seed=cfg.split_seed, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
+                       seed=cfg.split_seed, families=cfg.families, reasoning=cfg.reasoning, rule_version=cfg.reasoning_rule)
     buffer = train_buffer(split.train)
     out: dict[str, Any] = {"key": key, "split": split.manifest(), "top_k": top_k, "history_length": history,
                            "state_format": state_format}
@@ -326,13 +331,14 @@ def answer_loss_module(model, autocast: bool = False):
 
 #: What :func:`evaluate_teacher_forced` counts, in order (summed over processes).
 _EVAL_COUNTS = ("exact", "rows", "exact_state", "exact_nt", "rows_nt", "exact_changing", "rows_changing",
-                "nll_r", "n_r", "nll_s", "n_s")
+                "judged", "rows_judged", "nll_r", "n_r", "nll_s", "n_s")
 
 
 def evaluate_teacher_forced(loss_model, rows: list[dict], pad_id: int, device: str, batch_tokens: int,
                             rank: int = 0, world: int = 1, reduce=None) -> dict[str, float]:
     """Held-out exact match under teacher forcing (= greedy exact match): of the whole answer,
-    of its state part, on non-terminal and on state-changing steps; and both losses.
+    of its state part, on non-terminal and on state-changing steps; of the judgement words on
+    terminal steps (``judgement_terminal``: the reward's decision); and both losses.
 
     ``loss_model`` is :func:`answer_loss_module`'s (wrapped or not). With ``world`` processes each
     scores every ``world``-th batch (all run the same number of forwards, a pad batch where
@@ -359,13 +365,18 @@ def evaluate_teacher_forced(loss_model, rows: list[dict], pad_id: int, device: s
                 counts["exact"] += bool(right[sel].all())
                 counts["rows"] += 1
                 counts["exact_state"] += ok_state
+                judged = sel & (kinds == JUDGEMENT)
+                if r["terminal"] and bool(judged.any()):
+                    counts["judged"] += bool(right[judged].all())
+                    counts["rows_judged"] += 1
                 if not r["terminal"]:
                     counts["exact_nt"] += ok_state
                     counts["rows_nt"] += 1
                     if r["state_changed"]:
                         counts["exact_changing"] += ok_state
                         counts["rows_changing"] += 1
-            counts["nll_r"] += float(nll[kinds == REASONING].sum()); counts["n_r"] += int((kinds == REASONING).sum())
+            reasoning = (kinds == REASONING) | (kinds == JUDGEMENT)
+            counts["nll_r"] += float(nll[reasoning].sum()); counts["n_r"] += int(reasoning.sum())
             counts["nll_s"] += float(nll[kinds == STATE].sum()); counts["n_s"] += int((kinds == STATE).sum())
     loss_model.train()
     total = torch.tensor([counts[k] for k in _EVAL_COUNTS], dtype=torch.float64, device=device)
@@ -381,6 +392,7 @@ def evaluate_teacher_forced(loss_model, rows: list[dict], pad_id: int, device: s
         "exact_state": rate("exact_state", "rows"),
         "exact_state_non_terminal": rate("exact_nt", "rows_nt"),
         "exact_state_changing": rate("exact_changing", "rows_changing"),
+        "judgement_terminal": rate("judged", "rows_judged"),
         "loss_reasoning": c["nll_r"] / max(c["n_r"], 1),
         "loss_state": c["nll_s"] / max(c["n_s"], 1),
     }
@@ -547,7 +559,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
         step = state["step"]
         started = time.perf_counter()
         batch = flat[step]
-        n_r, n_s = target_counts([train_rows[i] for i in batch])
+        n_r, n_s = target_counts([train_rows[i] for i in batch], cfg.judgement_weight)
         parts = micro_batches(shard(batch, rank, world), lengths, micro_tokens)
         rounds = micro_steps(batch, lengths, world, micro_tokens)
         for group in optimizer.param_groups:
@@ -560,7 +572,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
             sync = contextlib.nullcontext() if k == rounds - 1 else accelerator.no_sync(loss_model)
             with sync:
                 nll, _, kinds, _ = loss_model(ids, mask)
-                sum_r, sum_s = nll[kinds == REASONING].sum(), nll[kinds == STATE].sum()
+                sum_r = nll[kinds == REASONING].sum() + cfg.judgement_weight * nll[kinds == JUDGEMENT].sum()
+                sum_s = nll[kinds == STATE].sum()
                 loss = (sum_r / max(n_r, 1) + sum_s / max(n_s, 1)) * world * weight
                 accelerator.backward(loss)
             sums += weight * torch.stack([sum_r.detach(), sum_s.detach()]).double()
@@ -588,9 +601,10 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
             state["evals"].append(metrics)
             if log_file is not None:
                 log_file.write(json.dumps({"eval": metrics}) + "\n")
-                logger.info("step %d: held-out exact %.3f, exact state %.3f (non-terminal %.3f, changing %.3f)",
-                            state["step"], metrics["exact"], metrics["exact_state"],
-                            metrics["exact_state_non_terminal"], metrics["exact_state_changing"])
+                logger.info("step %d: held-out exact %.3f, exact state %.3f (non-terminal %.3f, changing %.3f), "
+                            "judgement on endings %.3f", state["step"], metrics["exact"], metrics["exact_state"],
+                            metrics["exact_state_non_terminal"], metrics["exact_state_changing"],
+                            metrics["judgement_terminal"])
         if log_file is not None:
             log_file.flush()
         out_of_time = cfg.max_hours is not None and state["train_seconds"] >= cfg.max_hours * 3600

@@ -20,8 +20,9 @@ Versions:
         and a demo's goal is another episode's: a model trained on v4 (candidate v1, docs/fidelity.md)
         was found copying the first demo's reward (teacher-forced on 200 click-button endings, its
         judgement followed the first demo's reward in 168, and the right answer in 99), which
-        rewards a wrong click beside a rewarded demo and refuses a right one beside a failed demo. Without it the reward can only come from the
-        goal, the page and the action, as the reasoning trace spells them out.
+        rewards a wrong click beside a rewarded demo and refuses a right one beside a failed
+        demo. Without it the reward can only come from the goal, the page and the action, as
+        the reasoning trace spells them out.
 """
 
 from __future__ import annotations

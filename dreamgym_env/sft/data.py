@@ -73,10 +73,10 @@ def load_split(
     if not trajectories:
         raise ValueError(f"no trajectories in {list(files)}")
     if families:
-        absent = sorted(set(families) - {t.task_id for t in trajectories})
-        if absent:
-            raise ValueError(f"families {absent} are not in the data (families: {sorted({t.task_id for t in trajectories})})")
-        trajectories = [t for t in trajectories if t.task_id in set(families)]
+        present, wanted = {t.task_id for t in trajectories}, set(families)
+        if wanted - present:
+            raise ValueError(f"families {sorted(wanted - present)} are not in the data (families: {sorted(present)})")
+        trajectories = [t for t in trajectories if t.task_id in wanted]
     if not reasoning:
         trajectories = [dataclasses.replace(tr, transitions=[dataclasses.replace(t, reasoning="") for t in tr.transitions])
                         for tr in trajectories]

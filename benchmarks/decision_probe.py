@@ -36,9 +36,12 @@ _DEMO_REWARD = re.compile(r"=> reward (\d)")
 def load_probe_model(model_dir: str | None, checkpoint: str | None, lora_layers: int, lora_rank: int,
                      lora_alpha: int):
     """(tokenizer, model) with the adapter of ``model_dir`` or the trained weights of ``checkpoint``."""
-    import torch
-
-    from dreamgym_env.sft.train import SFTConfig, load_adapter_weights, load_model
+    from dreamgym_env.sft.train import (
+        SFTConfig,
+        load_adapter_weights,
+        load_checkpoint_weights,
+        load_model,
+    )
 
     if model_dir is not None:
         config = json.loads((Path(model_dir) / "adapter_config.json").read_text())
@@ -50,11 +53,7 @@ def load_probe_model(model_dir: str | None, checkpoint: str | None, lora_layers:
     if model_dir is not None:
         load_adapter_weights(model, Path(model_dir))
     else:
-        saved = torch.load(checkpoint, weights_only=False, map_location="cpu")["weights"]
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value)
+        load_checkpoint_weights(Path(checkpoint), model)
     return tokenizer, model.eval()
 
 
@@ -130,11 +129,10 @@ def main() -> None:
     print("| family | gold match: right / n | gold none: right / n |")
     print("|---|---:|---:|")
     total = {"match": [0, 0], "none": [0, 0]}
-    for family in sorted(by_family):
-        cells = by_family[family]
-        for gold in total:
-            total[gold][0] += cells[gold][0]
-            total[gold][1] += cells[gold][1]
+    for family, cells in sorted(by_family.items()):
+        for gold, (right, n) in cells.items():
+            total[gold][0] += right
+            total[gold][1] += n
         print(f"| {family} | {cells['match'][0]} / {cells['match'][1]} | {cells['none'][0]} / {cells['none'][1]} |")
     print(f"| **all** | **{total['match'][0]} / {total['match'][1]}** | **{total['none'][0]} / {total['none'][1]}** |")
     if by_demo:

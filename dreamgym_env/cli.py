@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dreamgym_env.logging_setup import setup_logging
+from dreamgym_env.serving import DEFAULT_MAX_MODEL_LEN
 
 logger = logging.getLogger("dreamgym_env.cli")
 
@@ -254,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="picks --dtype (fp32 on CPUs without bf16)")
-    serve.add_argument("--max-model-len", type=int, default=4096,
+    serve.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN,
                        help="longest prompt plus answer (a long MiniWoB page: ~1,500 + up to 1,024 answer tokens)")
     serve.add_argument("--served-model-name", default=None, help="default: the model directory's name")
     serve.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")

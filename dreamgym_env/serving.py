@@ -13,6 +13,9 @@ from dreamgym_env.device import vllm_dtype_flag
 #: Constrained decoding writes compact JSON (the separators of ``prompts.JSON_SEPARATORS``):
 #: without it xgrammar lets a model pad its JSON with whitespace until max_tokens runs out.
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+#: Longest prompt plus answer a server or in-process engine accepts by default: a long MiniWoB
+#: page's prompt (~1,500 tokens) plus the domain's 1,024-token answer cap.
+DEFAULT_MAX_MODEL_LEN = 4096
 
 
 def vllm_python() -> str:
@@ -27,7 +30,7 @@ def vllm_server_command(
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "cpu",
-    max_model_len: int = 4096,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
     served_model_name: str | None = None,
     enforce_eager: bool = False,
     speculative_ngram: int = 0,

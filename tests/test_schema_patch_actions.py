@@ -77,18 +77,17 @@ def test_action_grammar():
 def test_every_real_miniwob_patch_fits_the_output_schema():
     """The schema's patch cap must not cut a true answer: every real transition of the packaged
     MiniWoB collections, written as a patch, has at most ``patch_lines`` lines."""
-    import gzip
     from importlib import resources
 
+    from dreamgym_env.collect import read_trajectories
     from dreamgym_env.domains import make_domain
 
     cap = make_domain("miniwob").output_limits.patch_lines
     longest = 0
     for path in (resources.files("dreamgym_env") / "data" / "miniwob").iterdir():
         if path.name.endswith(".jsonl.gz"):
-            with gzip.open(str(path), "rt") as f:
-                for line in f:
-                    for t in json.loads(line)["transitions"]:
-                        patch = make_patch(t["state"], t["next_state"])
-                        longest = max(longest, len(patch) if patch is not None else 0)
+            for trajectory in read_trajectories(str(path)):
+                for t in trajectory.transitions:
+                    patch = make_patch(t.state, t.next_state)
+                    longest = max(longest, len(patch) if patch is not None else 0)
     assert 24 < longest <= cap  # some real pages change more than 24 lines in a step

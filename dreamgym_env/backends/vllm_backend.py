@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from dreamgym_env.backends.base import GenerationRequest, GenerationResult
 from dreamgym_env.device import vllm_dtype_flag
 from dreamgym_env.errors import MissingDependencyError
-from dreamgym_env.serving import STRUCTURED_OUTPUTS_CONFIG
+from dreamgym_env.serving import DEFAULT_MAX_MODEL_LEN, STRUCTURED_OUTPUTS_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class VLLMBackend:
         *,
         enforce_eager: bool = True,
         dtype: str | None = None,
-        max_model_len: int = 4096,
+        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
         structured_outputs: bool = True,
         compact_json: bool = True,
         **engine_kwargs: Any,

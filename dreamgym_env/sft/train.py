@@ -412,7 +412,8 @@ def save_checkpoint(path: Path, model, optimizer, state: dict[str, Any]) -> None
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict[str, Any]:
+def load_checkpoint_weights(path: Path, model) -> dict[str, Any]:
+    """Copy a checkpoint's trained weights into ``model`` (same config); returns the checkpoint."""
     import torch
 
     saved = torch.load(path, weights_only=False, map_location="cpu")
@@ -420,6 +421,11 @@ def load_checkpoint(path: Path, model, optimizer) -> dict[str, Any]:
     with torch.no_grad():
         for name, value in saved["weights"].items():
             params[name].copy_(value)
+    return saved
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict[str, Any]:
+    saved = load_checkpoint_weights(path, model)
     optimizer.load_state_dict(saved["optimizer"])
     return saved["state"]
 

@@ -273,6 +273,22 @@ def test_judgement_words_are_found_in_every_rule_v3_trace_and_weighed_in_the_rea
         SFTConfig(judgement_weight=0)
 
 
+def test_ending_repeats_give_terminal_rows_more_passes_never_twice_in_one_batch():
+    from collections import Counter
+
+    from dreamgym_env.sft.train import make_batches
+
+    rows = [{"input_ids": [0] * (10 + i % 7), "terminal": i % 3 == 0} for i in range(300)]
+    once = make_batches(rows, batch_tokens=64, seed=0)
+    assert sorted(i for b in once for i in b) == list(range(300))
+    thrice = make_batches(rows, batch_tokens=64, seed=0, ending_repeats=3)
+    counts = Counter(i for b in thrice for i in b)
+    assert all(counts[i] == (3 if rows[i]["terminal"] else 1) for i in range(300))
+    assert all(len(set(b)) == len(b) and max(len(rows[i]["input_ids"]) for i in b) * len(b) <= 64 for b in thrice)
+    with pytest.raises(ValueError, match="ending_repeats"):
+        SFTConfig(ending_repeats=0)
+
+
 def test_sft_trains_resumes_and_exports_a_loadable_model(trajectories, tmp_path):
     from tests.helpers.tiny_model import build_tiny_llama
 

@@ -86,6 +86,7 @@ class SFTConfig:
     init: str = field(default="pretrained", metadata={"help": "'pretrained' (the base's weights) or 'scratch' (its architecture with random weights: the from-scratch ablation; needs --lora-rank 0)."})
     init_adapter: str | None = field(default=None, metadata={"help": "Start from this trained LoRA adapter (a model directory written by dreamgym sft, same base and rank), e.g. to move a model to a new prompt version for a fraction of the first budget."})
     prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
+    ending_repeats: int = field(default=1, metadata={"help": "Times each training example of an episode's last step (the reward is decided there) appears in an epoch; the other steps appear once. Endings are ~40 % of MiniWoB's training tokens and the judgement they teach needed more than one pass in the one-family runs (docs/fidelity.md)."})
     judgement_weight: float = field(default=1.0, metadata={"help": "Weight of the reasoning tokens that state the judgement (the element matches the goal's words or none, the outcome) in the reasoning term's weighted mean; 1 weighs them as any token. Under teacher forcing they are the only reasoning tokens that decide the reward, ~2 of ~60."})
     reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none, v3 names the goal's words first and where they are on the page (sft.annotate.RULE_VERSIONS); written to the model card."})
 
@@ -112,6 +113,8 @@ class SFTConfig:
         if self.batch_tokens < self.max_length:
             raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length}) "
                              "so that every example fits a batch.")
+        if self.ending_repeats < 1:
+            raise ValueError(f"ending_repeats must be >= 1, got {self.ending_repeats}")
         if self.judgement_weight <= 0:
             raise ValueError(f"judgement_weight must be > 0, got {self.judgement_weight}")
         if self.lora_rank < 0 or self.lora_layers < 0:
@@ -252,18 +255,21 @@ def _body_and_head(model):
 
 # -- batches and loss ----------------------------------------------------------------------------
 
-def make_batches(rows: list[dict], batch_tokens: int, seed: int) -> list[list[int]]:
+def make_batches(rows: list[dict], batch_tokens: int, seed: int, ending_repeats: int = 1) -> list[list[int]]:
     """Shuffled batches of row indices, each within ``batch_tokens`` padded tokens (rows of
-    similar length together, so padding stays small)."""
+    similar length together, so padding stays small). With ``ending_repeats`` K > 1 the terminal
+    rows get K - 1 more passes, batched apart from the first one (a batch never holds a row twice)."""
     from dreamgym_env.sft.distributed import micro_batches
 
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
     lengths = [len(r["input_ids"]) for r in rows]
+    terminal = [i for i, r in enumerate(rows) if r["terminal"]]
+    passes = [list(range(len(rows)))] + [list(terminal) for _ in range(ending_repeats - 1)]
     batches: list[list[int]] = []
-    for start in range(0, len(order), 256):
-        chunk = sorted(order[start : start + 256], key=lambda i: lengths[i])
-        batches += micro_batches(chunk, lengths, batch_tokens)
+    for k, order in enumerate(passes):
+        random.Random(seed + 1000 * k).shuffle(order)
+        for start in range(0, len(order), 256):
+            chunk = sorted(order[start : start + 256], key=lambda i: lengths[i])
+            batches += micro_batches(chunk, lengths, batch_tokens)
     random.Random(seed + 1).shuffle(batches)
     return batches
 
@@ -522,7 +528,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                     "%d process%s", len(train_rows), len(test_rows), len(test_rows) - len(seen_test),
                     sum(p.numel() for p in trainable) / 1e6, f"{device}, {precision}", world, "es" * (world > 1))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
-    epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e) for e in range(math.ceil(cfg.epochs))]
+    epochs = [make_batches(train_rows, cfg.batch_tokens, cfg.seed + e, cfg.ending_repeats) for e in range(math.ceil(cfg.epochs))]
     steps_per_epoch = len(epochs[0])
     frac = cfg.epochs - int(cfg.epochs)
     if frac:

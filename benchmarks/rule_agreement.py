@@ -8,13 +8,15 @@ sentence) agrees with the real reward:
 - login-user: the username and password are the whole values of the fields of those ids;
 - enter-text, enter-password, choose-list Submits: every goal word is a field's whole value (both
   fields for enter-password); use-autocomplete Submits: every goal word is in a field's value;
+- click-button-sequence (rule v5): "Buttons clicked: ...: the goal's order.";
 - other families: "The element/text matches the goal's ...".
 
     python benchmarks/rule_agreement.py [DATA.jsonl.gz ...] [--rule-version v3]
 
 Prints, per family, agree / endings. The rule has no judgement where the goal names no words
 (click-test, focus-text, click-collapsible: printed "-"), and cannot judge from one step the
-order of click-button-sequence or an email-inbox action's effect; those read low by design.
+order of click-button-sequence (v5 reads the episode's earlier clicks for it) or an email-inbox
+action's effect; those read low by design.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def judged_success(family: str, transition: Transition, trace: str) -> bool:
         if family == "use-autocomplete":  # the goal names a prefix (and suffix) of the entry
             return all(_where(page, term).count("value") >= need for term in goal_targets(transition.goal))
         return all(_exact_values(_where(page, term)) >= need for term in goal_targets(transition.goal))
+    if family == "click-button-sequence" and "Buttons clicked: " in judgement:
+        return judgement.endswith(": the goal's order.")
     if family == "login-user":
         user, password = (goal_targets(transition.goal) + ["", ""])[:2]
         page = judgement.split("On the page, ", 1)[-1]
@@ -85,7 +89,7 @@ def main() -> None:
             last = trajectory.transitions[-1]
             if not last.done:
                 continue
-            trace = rule_reasoning(last, args.rule_version)
+            trace = rule_reasoning(last, args.rule_version, trajectory.transitions[:-1])
             agree = judged_success(trajectory.task_id, last, trace) == (last.reward > 0)
             counts.setdefault(trajectory.task_id, Counter())[agree] += 1
     print(f"{'family':24s} agree / endings")

@@ -177,6 +177,31 @@ def test_rule_v4_copies_the_fields_before_the_judgement():
     assert f'Fields: [4] "{"a" * 29}…", [5]' in text and "and more." in text and len(text) <= 400
 
 
+def test_rule_v5_judges_the_order_of_clicks_from_the_earlier_steps():
+    """v5 is v4 plus, for a goal that orders its clicks, the buttons clicked so far and whether
+    that is the goal's order (click-button-sequence ends at the second button click)."""
+    from dreamgym_env.schema import Trajectory
+
+    page = '[4] button "ONE"\n[5] button "TWO"'
+    goal = "Click button ONE, then click button TWO."
+
+    def step(k, ref, done=False, reward=0.0):
+        return _transition(goal=goal, state=page, next_state=page, action=f"click [{ref}]", step=k, done=done, reward=reward)
+
+    first, right, wrong = step(0, 4), step(1, 5, done=True, reward=1.0), step(1, 4, done=True)
+    assert rule_reasoning(first, "v5", []).endswith('matches the goal\'s "ONE". Buttons clicked: "ONE". The goal is not met yet.')
+    assert 'Buttons clicked: "ONE", then "TWO": the goal\'s order. The goal is met' in rule_reasoning(right, "v5", [first])
+    assert 'Buttons clicked: "ONE", then "ONE": not the goal\'s order. The episode ends' in rule_reasoning(wrong, "v5", [first])
+    assert rule_reasoning(wrong, "v4") == rule_reasoning(wrong, "v5", [first]).replace(
+        ' Buttons clicked: "ONE", then "ONE": not the goal\'s order.', "")
+    assert "Buttons clicked" not in rule_reasoning(_transition(), "v5")  # an unordered goal: v4's trace
+    episode = Trajectory(trajectory_id="t0", domain="miniwob", task_id="click-button-sequence", goal=goal, transitions=[first, wrong])
+    (annotated,) = annotate_trajectories([episode], "rule", rule_version="v5")
+    assert 'then "ONE": not the goal\'s order.' in annotated.transitions[1].reasoning  # annotate passes the earlier steps
+    target = annotated.transitions[1].reasoning
+    assert [target[a:b] for a, b in judgement_spans(target, len(target))][1:3] == ["not the goal's", "episode ends without meeting the goal"]
+
+
 def test_annotate_keeps_existing_reasoning_unless_overwrite(trajectories, tmp_path):
     tr = trajectories[:2]
     tr[0].transitions[0].reasoning = "kept"

@@ -26,6 +26,12 @@ none of the goal's words (a Submit, a wrong click): "Fields: [7] (username) "tul
 the field held something else (login-user, enter-text, choose-list near misses): copying a
 field's value out of the page is a lookup the model does well, and it puts the two strings side
 by side before the comparison that decides the reward.
+``v5`` is ``v4`` that also reads the episode's earlier steps where one step cannot decide: for a
+goal that orders its clicks ("Click button ONE, then click button TWO."), a click on a button
+lists the buttons clicked so far and judges their order ("Buttons clicked: "ONE", then "TWO":
+the goal's order."). In click-button-sequence the episode ends at the second button click and
+succeeds only for the goal's order; v4's trace there said "The element matches the goal's "ONE"."
+before 431 failed endings of 521 (v0 + v1 + v2), a judgement that disagrees with the outcome.
 """
 
 from __future__ import annotations
@@ -50,9 +56,12 @@ MAX_REASONING_CHARS = 280
 MAX_REASONING_CHARS_V4 = 400
 _MAX_CHANGES = 4
 #: Versions of the rule annotation (see the module docstring).
-RULE_VERSIONS = ("v1", "v2", "v3", "v4")
-#: Versions that read the goal's targets whole and judge case-sensitively (v4 is v3 + fields).
-_TARGET_VERSIONS = ("v3", "v4")
+RULE_VERSIONS = ("v1", "v2", "v3", "v4", "v5")
+#: Versions that read the goal's targets whole and judge case-sensitively (v4 is v3 + fields,
+#: v5 is v4 + the order of clicks).
+_TARGET_VERSIONS = ("v3", "v4", "v5")
+#: Versions that copy the page's fields before judging a Submit or a wrong click.
+_FIELD_VERSIONS = ("v4", "v5")
 #: The version the shipped model was trained on.
 DEFAULT_RULE_VERSION = "v1"
 
@@ -260,8 +269,10 @@ def _widget_match(goal: str, lines: dict[str, str], ref: str) -> list[str] | Non
     return [f'The element is not a "{kind}" widget; {where}.']
 
 
-def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) -> str:
-    """A faithful reasoning trace for an element-line transition (see the module docstring)."""
+def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION,
+                   previous: Sequence[Transition] = ()) -> str:
+    """A faithful reasoning trace for an element-line transition (see the module docstring);
+    ``previous``: the episode's earlier steps, in order (rule v5 reads them)."""
     check_rule_version(version)
     t = transition
     lines = {line_ref(l): l.strip() for l in t.state.splitlines() if line_ref(l) is not None}
@@ -284,11 +295,14 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
             match, matched = _goal_match(t.action, lines[ref], terms, version)
             parts += match
             page = _goal_locations(lines, terms, t.goal) if version in _TARGET_VERSIONS and not matched else None
-            fields = _page_fields(lines, t.goal) if version == "v4" and not matched else None
+            fields = _page_fields(lines, t.goal) if version in _FIELD_VERSIONS and not matched else None
             if fields:
                 parts.append(fields)  # the values themselves, copied before they are judged
             if page:
                 parts.append(page)  # what a Submit or a wrong click is judged against
+        order = _click_order(t, lines[ref], previous, terms) if version == "v5" else None
+        if order:
+            parts.append(order)
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     if t.reward > 0:
@@ -298,10 +312,45 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION) 
     else:
         outcome = "The goal is not met yet."
     if version in _TARGET_VERSIONS:  # the judgement alone: the patch that follows says what changed
-        room = (MAX_REASONING_CHARS_V4 if version == "v4" else MAX_REASONING_CHARS) - len(outcome) - 1
+        room = (MAX_REASONING_CHARS_V4 if version in _FIELD_VERSIONS else MAX_REASONING_CHARS) - len(outcome) - 1
         return f"{_clip(' '.join(parts), room)} {outcome}"
     parts.append(_describe_changes(t, lines))
     return _clip(" ".join(parts + [outcome]), MAX_REASONING_CHARS)
+
+
+#: A goal that orders its clicks ("Click button ONE, then click button TWO.").
+_ORDERED_GOAL = re.compile(r",? then click", re.IGNORECASE)
+
+
+def _click_order(t: Transition, line: str, previous: Sequence[Transition], terms: Sequence[str]) -> str | None:
+    """Rule v5: for a goal that orders its clicks, a click on a button lists the buttons clicked
+    so far (earlier steps' clicks on buttons, then this one) and, from two on, whether that is the
+    order the goal names: 'Buttons clicked: "ONE", then "TWO": the goal's order.'"""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    if len(terms) < 2 or not _ORDERED_GOAL.search(t.goal) or not t.action.startswith("click"):
+        return None
+    current = parse_line(line)
+    if current is None or current.tag != "button":
+        return None
+    texts = []
+    for step in previous:
+        acted = _acted_line(step) if step.action.startswith("click") and step.valid_action else None
+        element = parse_line(acted) if acted else None
+        if element is not None and element.tag == "button":
+            texts.append(element.text)
+    texts.append(current.text)
+    listed = ", then ".join(json.dumps(_clip(x or "", 30), ensure_ascii=False) for x in texts)
+    if len(texts) < 2:
+        return f"Buttons clicked: {listed}."
+    order = "the goal's order" if list(texts) == list(terms[: len(texts)]) else "not the goal's order"
+    return f"Buttons clicked: {listed}: {order}."
+
+
+def _acted_line(t: Transition) -> str | None:
+    """The state line of the element ``t``'s action names, if any."""
+    ref = _acted_ref(t.action)
+    return next((l.strip() for l in t.state.splitlines() if ref is not None and line_ref(l) == ref), None)
 
 
 def _describe_changes(t: Transition, lines: dict[str, str]) -> str:
@@ -410,7 +459,9 @@ def annotate_trajectories(
     trajectories = list(trajectories)
     todo = [t for tr in trajectories for t in tr.transitions if overwrite or not t.reasoning]
     if method == "rule":
-        texts = [rule_reasoning(t, rule_version) for t in tqdm(todo, desc="annotate", disable=not progress)]
+        earlier = {id(t): tr.transitions[:k] for tr in trajectories for k, t in enumerate(tr.transitions)}
+        texts = [rule_reasoning(t, rule_version, earlier[id(t)])
+                 for t in tqdm(todo, desc="annotate", disable=not progress)]
     else:
         annotator = LLMAnnotator(backend)
         texts = []
@@ -435,7 +486,7 @@ def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
                         "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
     parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
     parser.add_argument("--rule-version", choices=RULE_VERSIONS, default=DEFAULT_RULE_VERSION,
-                        help="v1: says when the element/text matches the goal; v2: also when it matches none; v3: the goal's words first and where they are on the page")
+                        help="v1: says when the element/text matches the goal; v2: also when it matches none; v3: the goal's words first and where they are on the page; v4: v3 + the page's fields; v5: v4 + the order of clicks a goal names")
     parser.set_defaults(func=_cmd_annotate)
     return parser
 

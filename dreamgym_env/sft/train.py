@@ -88,7 +88,7 @@ class SFTConfig:
     prompt_version: str = field(default=PROMPT_VERSION, metadata={"help": "Chat template version to train on (prompts.PROMPT_VERSIONS); written to the model card."})
     ending_repeats: int = field(default=1, metadata={"help": "Times each training example of an episode's last step (the reward is decided there) appears in an epoch; the other steps appear once. Endings are ~40 % of MiniWoB's training tokens and the judgement they teach needed more than one pass in the one-family runs (docs/fidelity.md)."})
     judgement_weight: float = field(default=1.0, metadata={"help": "Weight of the reasoning tokens that state the judgement (the element matches the goal's words or none, the outcome) in the reasoning term's weighted mean; 1 weighs them as any token. Under teacher forcing they are the only reasoning tokens that decide the reward, ~2 of ~60."})
-    reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none, v3 names the goal's words first and where they are on the page (sft.annotate.RULE_VERSIONS); written to the model card."})
+    reasoning_rule: str = field(default=DEFAULT_RULE_VERSION, metadata={"help": "Rule annotation of transitions without reasoning: v1 says when the element/text matches the goal, v2 also when it matches none, v3 names the goal's words first and where they are on the page, v4 also copies the page's fields, v5 also judges the order of clicks a goal names (sft.annotate.RULE_VERSIONS); written to the model card."})
 
     def __post_init__(self) -> None:
         check_prompt_version(self.prompt_version)

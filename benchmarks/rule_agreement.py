@@ -9,6 +9,10 @@ sentence) agrees with the real reward:
 - enter-text, enter-password, choose-list Submits: every goal word is a field's whole value (both
   fields for enter-password); use-autocomplete Submits: every goal word is in a field's value;
 - click-button-sequence (rule v5): "Buttons clicked: ...: the goal's order.";
+- email-inbox (rule v5): a star or trash click: "Its row is by ...: the goal's sender."; a
+  reply's Send: "The reply goes to ...: the goal's sender." and the goal's text the whole value
+  of a field ("...: not the goal's action." when the goal asks for another action); other endings (a forward's Send: its original sender is not on
+  the page): "matches the goal's";
 - other families: "The element/text matches the goal's ...".
 
     python benchmarks/rule_agreement.py [DATA.jsonl.gz ...] [--rule-version v3]
@@ -69,6 +73,16 @@ def judged_success(family: str, transition: Transition, trace: str) -> bool:
         return all(_exact_values(_where(page, term)) >= need for term in goal_targets(transition.goal))
     if family == "click-button-sequence" and "Buttons clicked: " in judgement:
         return judgement.endswith(": the goal's order.")
+    if family == "email-inbox" and "the goal's sender." in judgement:
+        if "not the goal's sender." in judgement:
+            return False
+        if "Its row is by " in judgement:  # a star or trash click of the goal's kind
+            return True
+        text = re.search(r'with the text "(.*)"\.$', transition.goal)
+        page = judgement.split("On the page, ", 1)[-1]
+        return text is not None and _exact_values(_where(page, text.group(1))) >= 1
+    if family == "email-inbox" and "not the goal's action." in judgement:
+        return False
     if family == "login-user":
         user, password = (goal_targets(transition.goal) + ["", ""])[:2]
         page = judgement.split("On the page, ", 1)[-1]

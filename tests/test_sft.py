@@ -202,6 +202,32 @@ def test_rule_v5_judges_the_order_of_clicks_from_the_earlier_steps():
     assert [target[a:b] for a, b in judgement_spans(target, len(target))][1:3] == ["not the goal's", "episode ends without meeting the goal"]
 
 
+def test_rule_v5_judges_an_email_by_its_sender():
+    """email-inbox: a star or trash click names its row's sender, a reply's Send its recipient,
+    each against the goal's sender; another action than the goal's is said to be one."""
+    inbox = ('[6] h2 "Primary"\n[10] div "Ivett"\n[11] div "Diam."\n[12] div "Urna.."\n[15] span class="trash"\n'
+             '[16] span class="star"\n[19] div "Silvia"\n[20] div "Et."\n[21] div "Pel.."\n[24] span class="trash"\n'
+             '[25] span class="star"')
+    star_goal = "Find the email by Silvia and click the star icon to mark it as important."
+
+    def click(ref, goal=star_goal, state=inbox, done=True, reward=0.0):
+        return _transition(task_id="email-inbox", goal=goal, state=state, next_state=state, action=f"click [{ref}]",
+                           done=done, reward=reward)
+
+    assert 'Its row is by "Silvia": the goal\'s sender. The goal is met' in rule_reasoning(click(25, reward=1.0), "v5")
+    assert 'Its row is by "Ivett": not the goal\'s sender. The episode ends' in rule_reasoning(click(16), "v5")
+    trash = rule_reasoning(click(24, done=False), "v5")
+    assert 'Its row is by "Silvia", but the goal asks for the star icon: not the goal\'s action.' in trash
+    reply_page = ('[66] span id="close-reply"\n[67] span id="send-reply"\n[70] label "to:"\n[71] span "Hesther"\n'
+                  '[75] textarea value="Arcu." id="reply-text"')
+    reply_goal = 'Find the email by Dorita and reply to them with the text "Arcu.".'
+    sent = rule_reasoning(click(67, goal=reply_goal, state=reply_page), "v5")
+    assert sent.endswith('The reply goes to "Hesther": not the goal\'s sender. The episode ends without meeting the goal: reward 0.')
+    assert [sent[a:b] for a, b in judgement_spans(sent, len(sent))][1] == "not the goal's"
+    assert rule_reasoning(click(67, goal=reply_goal, state=reply_page), "v4") == sent.replace(
+        ' The reply goes to "Hesther": not the goal\'s sender.', "")
+
+
 def test_annotate_keeps_existing_reasoning_unless_overwrite(trajectories, tmp_path):
     tr = trajectories[:2]
     tr[0].transitions[0].reasoning = "kept"

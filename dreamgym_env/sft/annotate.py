@@ -26,12 +26,15 @@ none of the goal's words (a Submit, a wrong click): "Fields: [7] (username) "tul
 the field held something else (login-user, enter-text, choose-list near misses): copying a
 field's value out of the page is a lookup the model does well, and it puts the two strings side
 by side before the comparison that decides the reward.
-``v5`` is ``v4`` that also reads the episode's earlier steps where one step cannot decide: for a
+``v5`` is ``v4`` with the judgements one element's text cannot make. For a
 goal that orders its clicks ("Click button ONE, then click button TWO."), a click on a button
 lists the buttons clicked so far and judges their order ("Buttons clicked: "ONE", then "TWO":
 the goal's order."). In click-button-sequence the episode ends at the second button click and
 succeeds only for the goal's order; v4's trace there said "The element matches the goal's "ONE"."
 before 431 failed endings of 521 (v0 + v1 + v2), a judgement that disagrees with the outcome.
+For email-inbox, a star or trash click in the inbox names the sender of its row, and a reply's
+Send names its recipient, each against the goal's sender ("The reply goes to "Hesther": not the
+goal's sender."); v4 said only that the icon or button matches none of the goal's words.
 """
 
 from __future__ import annotations
@@ -300,9 +303,10 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION,
                 parts.append(fields)  # the values themselves, copied before they are judged
             if page:
                 parts.append(page)  # what a Submit or a wrong click is judged against
-        order = _click_order(t, lines[ref], previous, terms) if version == "v5" else None
-        if order:
-            parts.append(order)
+        if version == "v5":  # judgements one step's element cannot make alone
+            extra = _click_order(t, lines[ref], previous, terms) or _email_sender(t, ref)
+            if extra:
+                parts.append(extra)
     else:
         parts.append(f"{verb.capitalize()} acts on the page.")
     if t.reward > 0:
@@ -345,6 +349,51 @@ def _click_order(t: Transition, line: str, previous: Sequence[Transition], terms
         return f"Buttons clicked: {listed}."
     order = "the goal's order" if list(texts) == list(terms[: len(texts)]) else "not the goal's order"
     return f"Buttons clicked: {listed}: {order}."
+
+
+#: An email-inbox goal and the sender it names.
+_EMAIL_GOAL = re.compile(r"^Find the email by (.+?) and ")
+
+
+def _email_sender(t: Transition, ref: str) -> str | None:
+    """Rule v5, email-inbox: whose email a star or trash click in the inbox list acts on (the
+    sender heading the icon's row), or to whom a reply goes (the name after "to:"), against the
+    sender the goal names: 'The reply goes to "Hesther": not the goal's sender.' Both are on the
+    page. (A forward's original sender is not: the forward form shows only its body, so that
+    click keeps v4's trace.)"""
+    from dreamgym_env.domains.miniwob.serialize import parse_line
+
+    goal = _EMAIL_GOAL.match(t.goal)
+    rows = [l.strip() for l in t.state.splitlines() if line_ref(l) is not None]
+    at = next((i for i, l in enumerate(rows) if line_ref(l) == ref), None)
+    if goal is None or at is None or not t.action.startswith("click"):
+        return None
+    acted, who, kind = rows[at], None, ""
+    if 'class="star"' in acted or 'class="trash"' in acted:  # a list row: sender, subject, body, trash, star
+        start = at
+        while start > 0 and not any(k in rows[start - 1] for k in ('class="star"', "h2 ", "open-search")):
+            start -= 1
+        head = parse_line(rows[start])
+        if head is not None and head.tag == "div" and start + 3 < len(rows) and 'class="trash"' in rows[start + 3]:
+            who, kind = head.text, "star" if 'class="star"' in acted else "trash"
+    elif 'id="send-reply"' in acted:
+        label = next((i for i, l in enumerate(rows) if l.endswith('label "to:"')), None)
+        after = parse_line(rows[label + 1]) if label is not None and label + 1 < len(rows) else None
+        who, kind = (after.text, "reply") if after is not None else (None, "")
+    if not who:
+        return None
+    said = json.dumps(_clip(who, 30), ensure_ascii=False)
+    sentence = f"The reply goes to {said}" if kind == "reply" else f"Its row is by {said}"
+    wanted = next((k for k, words in _EMAIL_ACTIONS.items() if words in t.goal), None)
+    if wanted != kind:
+        return f"{sentence}, but the goal asks for {_EMAIL_ACTION_NAMES.get(wanted, 'something else')}: not the goal's action."
+    return f"{sentence}: {'the goal' if who == goal.group(1) else 'not the goal'}'s sender."
+
+
+#: What an email-inbox goal asks to do, by the words that say it, and how a trace names it.
+_EMAIL_ACTIONS = {"star": "click the star icon", "trash": "click the trash icon", "reply": "reply to them",
+                  "forward": "forward that email"}
+_EMAIL_ACTION_NAMES = {"star": "the star icon", "trash": "the trash icon", "reply": "a reply", "forward": "a forward"}
 
 
 def _acted_line(t: Transition) -> str | None:

@@ -11,16 +11,16 @@ sentence) agrees with the real reward:
 - click-button-sequence (rule v5): "Buttons clicked: ...: the goal's order.";
 - email-inbox (rule v5): a star or trash click: "Its row is by ...: the goal's sender."; a
   reply's Send: "The reply goes to ...: the goal's sender." and the goal's text the whole value
-  of a field ("...: not the goal's action." when the goal asks for another action); other endings (a forward's Send: its original sender is not on
-  the page): "matches the goal's";
+  of a field ("...: not the goal's action." when the goal asks for another action); other
+  endings (a forward's Send: its original sender is not on the page): "matches the goal's";
 - other families: "The element/text matches the goal's ...".
 
     python benchmarks/rule_agreement.py [DATA.jsonl.gz ...] [--rule-version v3]
 
 Prints, per family, agree / endings. The rule has no judgement where the goal names no words
 (click-test, focus-text, click-collapsible: printed "-"), and cannot judge from one step the
-order of click-button-sequence (v5 reads the episode's earlier clicks for it) or an email-inbox
-action's effect; those read low by design.
+order of click-button-sequence or whose email an email-inbox click acts on (v5 reads both: the
+episode's earlier clicks, the inbox row or the reply's recipient); those read low before v5.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ _MAX_CHANGES = 4
 #: Versions of the rule annotation (see the module docstring).
 RULE_VERSIONS = ("v1", "v2", "v3", "v4", "v5")
 #: Versions that read the goal's targets whole and judge case-sensitively (v4 is v3 + fields,
-#: v5 is v4 + the order of clicks).
+#: v5 is v4 + the order of clicks and an email's sender).
 _TARGET_VERSIONS = ("v3", "v4", "v5")
 #: Versions that copy the page's fields before judging a Submit or a wrong click.
 _FIELD_VERSIONS = ("v4", "v5")
@@ -344,7 +344,7 @@ def _click_order(t: Transition, line: str, previous: Sequence[Transition], terms
         if element is not None and element.tag == "button":
             texts.append(element.text)
     texts.append(current.text)
-    listed = ", then ".join(json.dumps(_clip(x or "", 30), ensure_ascii=False) for x in texts)
+    listed = ", then ".join(json.dumps(_clip(x, 30), ensure_ascii=False) for x in texts)
     if len(texts) < 2:
         return f"Buttons clicked: {listed}."
     order = "the goal's order" if list(texts) == list(terms[: len(texts)]) else "not the goal's order"
@@ -535,7 +535,7 @@ def add_annotate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
                         "transformers:DIR); default: DREAMGYM_* variables, else the embedded model")
     parser.add_argument("--overwrite", action="store_true", help="replace reasoning already present")
     parser.add_argument("--rule-version", choices=RULE_VERSIONS, default=DEFAULT_RULE_VERSION,
-                        help="v1: says when the element/text matches the goal; v2: also when it matches none; v3: the goal's words first and where they are on the page; v4: v3 + the page's fields; v5: v4 + the order of clicks a goal names")
+                        help="v1: says when the element/text matches the goal; v2: also when it matches none; v3: the goal's words first and where they are on the page; v4: v3 + the page's fields; v5: v4 + the order of clicks and an email's sender")
     parser.set_defaults(func=_cmd_annotate)
     return parser
 

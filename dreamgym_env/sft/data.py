@@ -19,8 +19,9 @@ IGNORE, REASONING, STATE, JUDGEMENT = 0, 1, 2, 3
 
 #: Where a rule trace (v2-v5) states its judgement: whether the acted element or typed text
 #: matches the goal's words, whether the element is the widget the goal names, whether the
-#: buttons were clicked in the goal's order and an email is the goal's sender's (v5), and the outcome. Under teacher forcing
-#: everything after them follows from them; the decision is these words.
+#: buttons were clicked in the goal's order and an email is the goal's sender's (v5), and the
+#: outcome. Under teacher forcing everything after them follows from them; the decision is
+#: these words.
 _JUDGEMENT = re.compile(r"matches (the goal's|none)|The element (is a|is not a|labels)"
                         r"|: (the goal's|not the goal's) (?:order|sender|action)\."
                         r"|The (goal is met|episode ends without meeting the goal|goal is not met yet)")

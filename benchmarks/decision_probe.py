@@ -10,6 +10,11 @@ does not (gold "none", failed endings), and, where the prompt's demos show a rew
 how often the judgement follows the *first demo's* reward instead: a model that learnt the
 comparison follows the gold answer; one that learnt a shortcut follows the demo.
 
+A second table covers every judgement a trace states (rule v5's order of clicks and email
+sender too, and the outcome sentence): per family and gold outcome of the ending, the share whose
+judgement words (the tokens ``sft.data.judgement_spans`` marks; dataset caches built since the
+judgement mask) are all the model's greedy choice under teacher forcing.
+
 The examples are an SFT dataset cache as ``dreamgym sft`` writes it (``OUTPUT_DIR/dataset.pt``:
 same split, retrieval, prompt and rule as that run); the model is a directory ``dreamgym sft``
 exported (LoRA adapter and card) or a training checkpoint of the same run.
@@ -69,6 +74,7 @@ def main() -> None:
     import torch
 
     from dreamgym_env.device import cpu_description
+    from dreamgym_env.sft.data import JUDGEMENT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="OUTPUT_DIR/dataset.pt of a dreamgym sft run")
@@ -101,15 +107,24 @@ def main() -> None:
     # family -> gold -> [right, n]; (gold, first demo's reward) -> [followed demo, right, n]
     by_family: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"match": [0, 0], "none": [0, 0]})
     by_demo: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    # family -> gold outcome -> [every judgement word right, n] (rows with a judgement mask)
+    by_outcome: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"success": [0, 0], "failure": [0, 0]})
     skipped = 0
     for row in rows:
         ids, start = row["input_ids"], row["prompt_length"]
+        with torch.no_grad():
+            all_logits = model(torch.tensor([ids])).logits[0]
+        marked = [t for t, kind in enumerate(row.get("loss_mask", [])) if kind == JUDGEMENT and t > 0]
+        if marked:
+            outcome = "success" if '"reward":1' in tokenizer.decode(ids[start:]) else "failure"
+            cell = by_outcome[row["task_id"]][outcome]
+            cell[0] += all(int(all_logits[t - 1].argmax()) == ids[t] for t in marked)
+            cell[1] += 1
         at = judgement_position(tokenizer, ids, start, (the, none))
         if at is None:  # no element judgement (a widget goal, an invalid action, rule v1)
             skipped += 1
             continue
-        with torch.no_grad():
-            logits = model(torch.tensor([ids[: at + 1]])).logits[0, -1]
+        logits = all_logits[at]  # causal: the same as a forward pass up to "matches"
         gold = "match" if ids[at + 1] == the else "none"
         judged = "match" if logits[the] > logits[none] else "none"
         cell = by_family[row["task_id"]][gold]
@@ -145,6 +160,17 @@ def main() -> None:
         print(f"| **all** | | **{followed} ({followed / n:.0%})** | **{right} ({right / n:.0%})** | **{n}** |")
     else:
         print("\n(The prompts' demos show no reward: prompt v5.)")
+    if by_outcome:
+        print("\nEvery judgement word right (teacher-forced greedy), by the ending's real outcome:\n")
+        print("| family | successful endings: right / n | failed endings: right / n |")
+        print("|---|---:|---:|")
+        total = {"success": [0, 0], "failure": [0, 0]}
+        for family, cells in sorted(by_outcome.items()):
+            for outcome, (right, n) in cells.items():
+                total[outcome][0] += right
+                total[outcome][1] += n
+            print(f"| {family} | {cells['success'][0]} / {cells['success'][1]} | {cells['failure'][0]} / {cells['failure'][1]} |")
+        print(f"| **all** | **{total['success'][0]} / {total['success'][1]}** | **{total['failure'][0]} / {total['failure'][1]}** |")
 
 
 if __name__ == "__main__":

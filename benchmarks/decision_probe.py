@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -87,13 +88,19 @@ def main() -> None:
     parser.add_argument("--lora-alpha", type=int, default=128, help="with --checkpoint: the run's --lora-alpha")
     parser.add_argument("--limit", type=int, default=None, help="first N terminal examples only")
     parser.add_argument("--per-family", type=int, default=None, help="first N terminal examples of each family only")
+    parser.add_argument("--shuffle-seed", type=int, default=None,
+                        help="shuffle the terminal examples with this seed before --limit / --per-family (default: "
+                        "file order, where the first endings of a family are mostly v0's successes)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     data = torch.load(args.dataset, weights_only=False)
-    rows = [r for r in data[args.split] if r["terminal"]][: args.limit]
+    rows = [r for r in data[args.split] if r["terminal"]]
+    if args.shuffle_seed is not None:
+        random.Random(args.shuffle_seed).shuffle(rows)
+    rows = rows[: args.limit]
     if args.per_family is not None:
         kept, seen = [], defaultdict(int)
         for row in rows:

@@ -71,6 +71,20 @@ def judgement_position(tokenizer, ids: list[int], prompt_length: int, choices: t
     return None
 
 
+def print_family_table(counts: dict[str, dict[str, list[int]]], columns: dict[str, str]) -> None:
+    """A markdown table of ``counts`` (family -> column key -> [right, n]): a row per family, one
+    "right / n" column per key of ``columns`` (key -> heading), and a bold total row."""
+    print("| family | " + " | ".join(f"{heading}: right / n" for heading in columns.values()) + " |")
+    print("|---|" + "---:|" * len(columns))
+    total = {key: [0, 0] for key in columns}
+    for family, cells in sorted(counts.items()):
+        for key in columns:
+            total[key][0] += cells[key][0]
+            total[key][1] += cells[key][1]
+        print(f"| {family} | " + " | ".join(f"{cells[k][0]} / {cells[k][1]}" for k in columns) + " |")
+    print("| **all** | " + " | ".join(f"**{total[k][0]} / {total[k][1]}**" for k in columns) + " |")
+
+
 def main() -> None:
     import torch
 
@@ -148,15 +162,7 @@ def main() -> None:
     print(f"# Decision probe: {args.model or args.checkpoint} on {args.dataset} ({args.split}, "
           f"{len(rows)} terminal examples, {skipped} without an element judgement)")
     print(f"Machine: {cpu_description()}; {platform.python_version()}\n")
-    print("| family | gold match: right / n | gold none: right / n |")
-    print("|---|---:|---:|")
-    total = {"match": [0, 0], "none": [0, 0]}
-    for family, cells in sorted(by_family.items()):
-        for gold, (right, n) in cells.items():
-            total[gold][0] += right
-            total[gold][1] += n
-        print(f"| {family} | {cells['match'][0]} / {cells['match'][1]} | {cells['none'][0]} / {cells['none'][1]} |")
-    print(f"| **all** | **{total['match'][0]} / {total['match'][1]}** | **{total['none'][0]} / {total['none'][1]}** |")
+    print_family_table(by_family, {"match": "gold match", "none": "gold none"})
     if by_demo:
         print("\n| gold | first demo's reward | judgement follows the demo | judgement right | n |")
         print("|---|---:|---:|---:|---:|")
@@ -169,15 +175,7 @@ def main() -> None:
         print("\n(The prompts' demos show no reward: prompt v5.)")
     if by_outcome:
         print("\nEvery judgement word right (teacher-forced greedy), by the ending's real outcome:\n")
-        print("| family | successful endings: right / n | failed endings: right / n |")
-        print("|---|---:|---:|")
-        total = {"success": [0, 0], "failure": [0, 0]}
-        for family, cells in sorted(by_outcome.items()):
-            for outcome, (right, n) in cells.items():
-                total[outcome][0] += right
-                total[outcome][1] += n
-            print(f"| {family} | {cells['success'][0]} / {cells['success'][1]} | {cells['failure'][0]} / {cells['failure'][1]} |")
-        print(f"| **all** | **{total['success'][0]} / {total['success'][1]}** | **{total['failure'][0]} / {total['failure'][1]}** |")
+        print_family_table(by_outcome, {"success": "successful endings", "failure": "failed endings"})
 
 
 if __name__ == "__main__":

@@ -304,7 +304,7 @@ def rule_reasoning(transition: Transition, version: str = DEFAULT_RULE_VERSION,
             if page:
                 parts.append(page)  # what a Submit or a wrong click is judged against
         if version == "v5":  # judgements one step's element cannot make alone
-            extra = _click_order(t, lines[ref], previous, terms) or _email_sender(t, ref)
+            extra = _click_order(t, lines[ref], previous, terms) or _email_sender(t, lines, ref)
             if extra:
                 parts.append(extra)
     else:
@@ -355,7 +355,7 @@ def _click_order(t: Transition, line: str, previous: Sequence[Transition], terms
 _EMAIL_GOAL = re.compile(r"^Find the email by (.+?) and ")
 
 
-def _email_sender(t: Transition, ref: str) -> str | None:
+def _email_sender(t: Transition, lines: dict[str, str], ref: str) -> str | None:
     """Rule v5, email-inbox: whose email a star or trash click in the inbox list acts on (the
     sender heading the icon's row), or to whom a reply goes (the name after "to:"), against the
     sender the goal names: 'The reply goes to "Hesther": not the goal's sender.' Both are on the
@@ -364,10 +364,10 @@ def _email_sender(t: Transition, ref: str) -> str | None:
     from dreamgym_env.domains.miniwob.serialize import parse_line
 
     goal = _EMAIL_GOAL.match(t.goal)
-    rows = [l.strip() for l in t.state.splitlines() if line_ref(l) is not None]
-    at = next((i for i, l in enumerate(rows) if line_ref(l) == ref), None)
-    if goal is None or at is None or not t.action.startswith("click"):
+    if goal is None or not t.action.startswith("click"):
         return None
+    refs, rows = list(lines), list(lines.values())  # the page's element lines, in page order
+    at = refs.index(ref)
     acted, who, kind = rows[at], None, ""
     if 'class="star"' in acted or 'class="trash"' in acted:  # a list row: sender, subject, body, trash, star
         start = at

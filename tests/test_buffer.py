@@ -385,6 +385,27 @@ def test_exact_index_sees_other_writers_and_metadata_updates(tmp_path):
     second.close()
 
 
+def test_exact_index_answers_a_query_alike_in_any_batch():
+    """Equal entries tie; which of them a query gets must not depend on the batch it is in
+    (the float32 product's last bit does: a vector env's sub-env would see other demos at
+    another N)."""
+    from dreamgym_env.buffer.exact_index import ExactIndex, unit_rows
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(7, 256)).astype(np.float32)
+    rows = np.repeat(keys, 40, axis=0)  # 7 keys, 40 equal entries each
+    index = ExactIndex("webarena", 256)
+    index.append([f"webarena:t{i:03d}:0" for i in range(len(rows))], rows)
+    queries = unit_rows(keys[rng.integers(7, size=64)] + rng.normal(scale=0.3, size=(64, 256)).astype(np.float32))
+    alone = [index.search(queries[j : j + 1], 3, [None])[0] for j in range(64)]
+    for size in (2, 5, 8, 33, 64):
+        batched = [hit for start in range(0, 64, size) for hit in index.search(queries[start : start + size], 3, [None] * size)]
+        assert [[i for _, i in hits] for hits in batched] == [[i for _, i in hits] for hits in alone]
+    # ties go to the smallest ids: the three first entries of the nearest key
+    nearest = int(np.argmax(unit_rows(keys) @ queries[0]))
+    assert [i for _, i in alone[0]] == [f"webarena:t{nearest * 40 + r:03d}:0" for r in range(3)]
+
+
 def test_exact_index_rejects_bad_shapes():
     from dreamgym_env.buffer.exact_index import ExactIndex
 

@@ -108,7 +108,11 @@ class ExactIndex:
             row = similarity[j]
             cand = np.flatnonzero(row >= kth[j] - _TIE_MARGIN)
             cand = cand[np.isfinite(row[cand])]
-            dist = np.round(1.0 - row[cand], 6).astype(np.float64)
+            # The candidates' distances again, in float64 from the stored rows: the float32
+            # product's last bit depends on the batch's size and the row's place in BLAS's
+            # blocks, which would break ties between equal entries differently per batch.
+            exact = self.matrix[cand].astype(np.float64) @ queries[j].astype(np.float64)
+            dist = np.round(1.0 - exact, 6)
             ranked = sorted(zip(dist.tolist(), (self.ids[i] for i in cand)))
             out.append([(max(0.0, d), id_) for d, id_ in ranked[:k]])
         return out

@@ -70,6 +70,12 @@ def bandwidth(megabytes: int = 512, seconds: float = 1.0) -> float:
     return 2 * src.numel() * 4 * reps / (time.perf_counter() - started) / 1e9
 
 
+def batch_seconds(prefill_s: float, answer_tokens: float, decode_compute_s: float, read_s: float) -> float:
+    """A batch's time: its prefill, then one decode step a token, each bound by compute or by
+    reading the weights, whichever is slower."""
+    return prefill_s + answer_tokens * max(decode_compute_s, read_s)
+
+
 def default_config() -> dict:
     from dreamgym_env.backends.default_model import build_default_model
 
@@ -123,12 +129,10 @@ def main() -> None:
             prefill_s = n * prefill_flop / (peak * 1e9)
             read_s = shape["weights"] * size / (bw * 1e9)  # one decode step's weight read
 
-            def batch_s(decode_rate: float) -> float:
-                return prefill_s + args.answer_tokens * max(n * decode_flop_per_seq / (decode_rate * 1e9), read_s)
-
             compute_only = n / (prefill_s + args.answer_tokens * n * decode_flop_per_seq / (peak * 1e9))
             read_only = n / (args.answer_tokens * read_s)
-            roof, roof_n = n / batch_s(peak), n / batch_s(n_row)
+            roof = n / batch_seconds(prefill_s, args.answer_tokens, n * decode_flop_per_seq / (peak * 1e9), read_s)
+            roof_n = n / batch_seconds(prefill_s, args.answer_tokens, n * decode_flop_per_seq / (n_row * 1e9), read_s)
             got = measured.get(n) if name == "float32" else None
             cells = [f"{got:g}", f"{got / roof:.2f}", f"{got / roof_n:.2f}"] if got is not None else ["", "", ""]
             x_real = f"{roof / args.real_steps_per_s:.3f}" if args.real_steps_per_s else ""

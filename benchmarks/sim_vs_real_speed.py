@@ -54,7 +54,8 @@ def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, ti
 
     kwargs = {}
     if backend.startswith(("http://", "https://")):  # a server: built here to set its timeout
-        kwargs["backend"] = make_backend(backend, timeout_s=timeout_s)
+        # every sub-env's request in flight at once (the backend's default allows 64)
+        kwargs["backend"] = make_backend(backend, timeout_s=timeout_s, max_concurrency=max(64, num_envs))
     elif backend.startswith("default:"):  # the shipped model in process, in the dtype named
         from dreamgym_env.backends.default_model import miniwob_model_dir
         from dreamgym_env.backends.transformers_backend import TransformersBackend
@@ -77,7 +78,7 @@ def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, ti
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
     parser.add_argument("--steps", type=int, default=4, help="vector steps per size (after one warm-up step)")
     parser.add_argument("--real-steps", type=int, default=200)
     parser.add_argument("--backends", nargs="+", default=["default"],

@@ -78,7 +78,9 @@ def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, ti
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128],
+                        help="sub-envs N (N = 64 and 128 take tens of minutes on a CPU; a server needs "
+                             "KV-cache room for N sequences)")
     parser.add_argument("--steps", type=int, default=4, help="vector steps per size (after one warm-up step)")
     parser.add_argument("--real-steps", type=int, default=200)
     parser.add_argument("--backends", nargs="+", default=["default"],

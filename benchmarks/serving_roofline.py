@@ -46,28 +46,28 @@ def model_shapes(config: dict) -> dict[str, float]:
             "weights": layers * per_layer + head}  # tied embeddings: the head is the embedding
 
 
+def runs_per_second(fn, seconds: float) -> float:
+    """How many times a second ``fn()`` runs, after three warm-up runs."""
+    for _ in range(3):
+        fn()
+    reps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        fn()
+        reps += 1
+    return reps / (time.perf_counter() - started)
+
+
 def matmul_rate(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 1.0) -> float:
     """Sustained GFLOP/s of (m x k) @ (k x n) in ``dtype``."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    for _ in range(3):
-        a @ b
-    reps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        reps += 1
-    return 2 * m * k * n * reps / (time.perf_counter() - started) / 1e9
+    return 2 * m * k * n * runs_per_second(lambda: a @ b, seconds) / 1e9
 
 
 def bandwidth(megabytes: int = 512, seconds: float = 1.0) -> float:
     """GB/s of a large copy (bytes read + bytes written)."""
     src = torch.ones(megabytes * 2**20 // 4)
     dst = torch.empty_like(src)
-    dst.copy_(src)
-    reps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        dst.copy_(src)
-        reps += 1
-    return 2 * src.numel() * 4 * reps / (time.perf_counter() - started) / 1e9
+    return 2 * src.numel() * src.element_size() * runs_per_second(lambda: dst.copy_(src), seconds) / 1e9
 
 
 def batch_seconds(prefill_s: float, answer_tokens: float, decode_compute_s: float, read_s: float) -> float:
@@ -121,18 +121,18 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in args.dtypes:
         dtype = getattr(torch, name)
-        size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}[dtype]
         peak = max(matmul_rate(2048, h, inter, dtype), matmul_rate(2048, inter, h, dtype))
         for n in args.num_envs:
             n_row = min(matmul_rate(n, h, inter, dtype, 0.5), matmul_rate(n, inter, h, dtype, 0.5),
                         matmul_rate(n, h, config["vocab_size"], dtype, 0.5))
             prefill_s = n * prefill_flop / (peak * 1e9)
-            read_s = shape["weights"] * size / (bw * 1e9)  # one decode step's weight read
+            read_s = shape["weights"] * dtype.itemsize / (bw * 1e9)  # one decode step's weight read
+            decode_s, decode_n_row_s = (n * decode_flop_per_seq / (rate * 1e9) for rate in (peak, n_row))
 
-            compute_only = n / (prefill_s + args.answer_tokens * n * decode_flop_per_seq / (peak * 1e9))
+            compute_only = n / batch_seconds(prefill_s, args.answer_tokens, decode_s, 0.0)
             read_only = n / (args.answer_tokens * read_s)
-            roof = n / batch_seconds(prefill_s, args.answer_tokens, n * decode_flop_per_seq / (peak * 1e9), read_s)
-            roof_n = n / batch_seconds(prefill_s, args.answer_tokens, n * decode_flop_per_seq / (n_row * 1e9), read_s)
+            roof = n / batch_seconds(prefill_s, args.answer_tokens, decode_s, read_s)
+            roof_n = n / batch_seconds(prefill_s, args.answer_tokens, decode_n_row_s, read_s)
             got = measured.get(n) if name == "float32" else None
             cells = [f"{got:g}", f"{got / roof:.2f}", f"{got / roof_n:.2f}"] if got is not None else ["", "", ""]
             x_real = f"{roof / args.real_steps_per_s:.3f}" if args.real_steps_per_s else ""

@@ -11,7 +11,8 @@ reasoning rule) for a sample of training transitions and counts the SmolLM2 toke
   the patch, and the reward/done/valid_action tail.
 
 The reasoning's "changes" sentence restates what the patch then lists; the system text is
-fixed. Prints the mean per part, its share, tokens per epoch of the whole training split, and
+fixed. Also checks the env's per-request answer budget (``Domain.answer_token_budget``) against
+every answer. Prints the mean per part, its share, tokens per epoch of the whole training split, and
 the tokens a step would cost without each cuttable part. Fidelity effects need a retrain and
 are not measured here.
 
@@ -95,6 +96,7 @@ def main() -> None:
 
     parts: dict[str, list[int]] = defaultdict(list)
     totals, prompts, answers = [], [], []
+    beyond, over_budget = [], 0  # answer tokens beyond half the prompt's characters; answers over the env's budget
     for e in examples:
         prompt = n(prompt_text(tok, e.messages))
         answer = n(e.target) + 1  # and the end-of-turn token
@@ -113,6 +115,9 @@ def main() -> None:
         patch = n(json.dumps(target["patch"], ensure_ascii=False, separators=(",", ":")))
         parts["answer: patch"].append(patch)
         parts["answer: JSON keys, reward, done, valid, end"].append(answer - sum(said.values()) - patch)
+        chars = sum(len(m["content"]) for m in e.messages)
+        beyond.append(answer - (chars + 1) // 2)
+        over_budget += answer > domain.answer_token_budget(e.messages)
         totals.append(prompt + answer)
         prompts.append(prompt)
         answers.append(answer)
@@ -124,7 +129,11 @@ def main() -> None:
           f"{domain.default_history_length}; data {', '.join(Path(f).name for f in files)}; python {platform.python_version()}")
     print(f"mean tokens a step: {mean_total:.0f} (prompt {statistics.mean(prompts):.0f}, answer {statistics.mean(answers):.0f}); "
           f"median {statistics.median(totals):.0f}, p90 {sorted(totals)[int(0.9 * len(totals))]}")
-    print(f"training split: {train_steps:,} transitions, ~{train_steps * mean_total / 1e6:.2f}M tokens an epoch\n")
+    print(f"training split: {train_steps:,} transitions, ~{train_steps * mean_total / 1e6:.2f}M tokens an epoch")
+    print(f"answer budget (the env's max_tokens a request): at most {domain.answer_tokens_beyond_prompt} tokens beyond "
+          f"half the prompt's characters, at most {domain.max_output_tokens}; the longest real answer is "
+          f"{max(beyond)} tokens beyond half its prompt's characters; {over_budget} of {len(examples)} answers over "
+          f"the budget\n")
     print("| part | mean tokens | share of a step |")
     print("|---|---:|---:|")
     for name, values in parts.items():

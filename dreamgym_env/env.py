@@ -117,7 +117,7 @@ class DreamGymEnv(TextWebEnv):
     | write_synthetic | True | store every synthetic transition in the buffer (provenance "synthetic") |
     | strict | False | raise model failures instead of truncating |
     | max_retries | 2 | extra model calls after an unparseable answer or a failed request |
-    | temperature, max_tokens | 0.0, domain default | sampling of the experience model |
+    | temperature, max_tokens | 0.0, domain default | sampling of the experience model (the domain's default may be per request: MiniWoB allows 256 answer tokens beyond half the prompt's characters, at most 1,024) |
     | prompt_version | None | chat template (``prompts.PROMPT_VERSIONS``); None: the one the backend's model card names, else the one the domain's shipped model reads, else ``prompts.PROMPT_VERSION`` (pass it for a served model trained on another version) |
 
     ``gym.make("DreamGym-WebArena-v0", backend="http://127.0.0.1:8000/v1", top_k=4)``
@@ -198,7 +198,9 @@ class DreamGymEnv(TextWebEnv):
         self.max_retries = max_retries
         self.temperature = temperature
         self.top_p = top_p
+        # None: the domain's budget, per request (``Domain.answer_token_budget``); a number: that
         self.max_tokens = max_tokens or self.domain.max_output_tokens
+        self._max_tokens_given = max_tokens is not None
         self.policy_version = policy_version
         self.render_mode = render_mode
         self.output_schema = output_json_schema(self.domain.state_format, self.domain.output_limits)
@@ -345,7 +347,7 @@ class DreamGymEnv(TextWebEnv):
             messages,
             temperature=max(self.temperature, RETRY_TEMPERATURE) if retry else self.temperature,
             top_p=self.top_p,
-            max_tokens=self.max_tokens,
+            max_tokens=self.max_tokens if self._max_tokens_given else self.domain.answer_token_budget(messages),
             seed=int(self.np_random.integers(2**31)),
             json_schema=self.output_schema,
             metadata={

@@ -225,3 +225,36 @@ def test_prompt_version_follows_the_backends_model_card_unless_given():
     miniwob.close()
     with pytest.raises(ValueError, match="unknown prompt version 'v9'"):
         make(prompt_version="v9")
+
+
+def test_miniwob_transition_requests_get_a_budget_that_follows_the_prompt():
+    """MiniWoB asks for at most 256 answer tokens beyond half the prompt's characters (so a
+    degenerate answer stops well before the 1,024 cap); webarena and an explicit max_tokens keep
+    theirs; the initial-state request keeps the domain cap."""
+    seen: list[GenerationRequest] = []
+
+    def responder(request):
+        seen.append(request)
+        return default_scripted_response(request)
+
+    miniwob = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(responder), buffer=False)
+    miniwob.reset(seed=0, options={"task_id": "click-button"})
+    miniwob.step("click [2]")
+    transition = seen[-1]
+    assert transition.metadata["kind"] == "transition"
+    chars = sum(len(m["content"]) for m in transition.messages)
+    assert transition.max_tokens == min(1024, 256 + (chars + 1) // 2) < 1024
+    miniwob.close()
+
+    seen.clear()
+    fixed = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(responder), buffer=False, max_tokens=1024)
+    fixed.reset(seed=0, options={"task_id": "click-button"})
+    fixed.step("click [2]")
+    assert seen[-1].metadata["kind"] == "transition" and seen[-1].max_tokens == 1024
+    fixed.close()
+
+    seen.clear()
+    web = make(ScriptedBackend(responder))
+    web.reset(seed=0, options={"task_id": 27})
+    web.step("click [2]")
+    assert seen[-1].max_tokens == WebArenaDomain.max_output_tokens

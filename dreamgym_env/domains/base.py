@@ -41,6 +41,10 @@ class Domain:
     state_format: StateFormat = "patch"
     max_episode_steps: int = 30
     max_output_tokens: int = 384
+    #: When set, a transition request may use at most this many answer tokens beyond half the
+    #: prompt's characters (a prompt has fewer tokens than that), and never more than
+    #: ``max_output_tokens``: a degenerate answer then stops sooner (see ``answer_token_budget``).
+    answer_tokens_beyond_prompt: int | None = None
     output_limits: OutputLimits = OutputLimits(patch_lines=24)
     terminal_verbs: tuple[str, ...] = ("stop",)
     #: Demos retrieved and past actions shown per step, unless the env is told otherwise.
@@ -74,6 +78,17 @@ class Domain:
     def prompt_action_help(self) -> str:
         """The action grammar as prompts show it ("" when :attr:`describe_actions` is off)."""
         return self.grammar.describe() if self.describe_actions else ""
+
+    def answer_token_budget(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        """``max_tokens`` of a transition request for ``messages``: ``max_output_tokens``, or with
+        ``answer_tokens_beyond_prompt`` set, at most that many tokens plus half the prompt's
+        characters. A real answer rewrites part of the page the prompt shows, so its length
+        follows the prompt's; an answer far longer is a degenerate one (a loop that only the
+        cap stops), and every token of it delays the whole batch it is in."""
+        if self.answer_tokens_beyond_prompt is None:
+            return self.max_output_tokens
+        chars = sum(len(str(m.get("content", ""))) for m in messages)
+        return min(self.max_output_tokens, self.answer_tokens_beyond_prompt + (chars + 1) // 2)
 
     def default_model(self) -> str | None:
         """The model directory used when the user names none; None: the embedded base model."""

@@ -34,6 +34,11 @@ class MiniWoBDomain(Domain):
     # The longest real answer is 796 tokens (an email-inbox page rewritten by a patch; 477 of
     # 1,680 email-inbox answers exceed 256, the former cap, which cut them into invalid JSON).
     max_output_tokens = 1024
+    # ...but a degenerate answer (a loop) ran to that cap and held up its whole batch (docs/
+    # benchmarks.md): no real answer of v0 + v1 + v2 is longer than 130 tokens beyond half its
+    # prompt's characters (`python benchmarks/token_budget.py --sample 30000 --prompt-version v5
+    # --reasoning-rule v5`: 0 of 14,624 over), so 256 beyond stops loops early.
+    answer_tokens_beyond_prompt = 256
     # The longest real patch has 69 lines (email-inbox; 382 of 20,367 real transitions of v0 +
     # v1 + v2, email-inbox and use-autocomplete, need more than the former 24).
     output_limits = OutputLimits(patch_lines=96)

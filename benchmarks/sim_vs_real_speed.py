@@ -9,6 +9,11 @@ running ``DreamGym-MiniWoB-Real-v0``. Both take random admissible actions.
     python benchmarks/sim_vs_real_speed.py --sizes 1 8 32 --steps 4 --seed 0
     python benchmarks/sim_vs_real_speed.py --backends default http://127.0.0.1:8011/v1 http://127.0.0.1:8012/v1
     python benchmarks/sim_vs_real_speed.py --backends default:float32 default:bfloat16 --sizes 1 8 --steps 2
+    python benchmarks/sim_vs_real_speed.py --backends http://127.0.0.1:8012/v1,http://127.0.0.1:8013/v1 \
+        --env-kwargs '{}' '{"max_tokens": 1024}' --sizes 32
+
+``--env-kwargs`` measures variants of the synthetic env side by side (the second line above: the
+per-request answer budget against the former fixed 1,024-token cap).
 
 ``default:<dtype>`` runs the shipped model in process in that dtype (``default`` lets the
 hardware pick: bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere).
@@ -17,6 +22,7 @@ hardware pick: bf16 on CPUs with AVX-512 BF16 or AMX, fp32 elsewhere).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
@@ -24,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 import dreamgym_env  # noqa: F401 - registers the env ids
+from dreamgym_env.device import cpu_description
 
 logger = logging.getLogger("sim_vs_real_speed")
 
@@ -48,11 +55,12 @@ def real_steps_per_s(steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, timeout_s: float) -> float:
+def synthetic_steps_per_s(num_envs: int, steps: int, seed: int, backend: str, timeout_s: float,
+                          env_kwargs: dict | None = None) -> float:
     """Sub-env steps/s of the synthetic vector env (every sub-env step counts)."""
     from dreamgym_env.backends import make_backend
 
-    kwargs = {}
+    kwargs = dict(env_kwargs or {})
     if backend.startswith(("http://", "https://")):  # a server: built here to set its timeout
         # every sub-env's request in flight at once (the backend's default allows 64)
         kwargs["backend"] = make_backend(backend, timeout_s=timeout_s, max_concurrency=max(64, num_envs))
@@ -87,18 +95,33 @@ def main() -> None:
                         help="experience-model backend specs measured one after the other "
                              "('default': the shipped model in process; 'default:float32' / 'default:bfloat16': "
                              "in that dtype; http://host:port/v1: a server)")
+    parser.add_argument("--env-kwargs", nargs="+", default=["{}"], metavar="JSON",
+                        help="synthetic env keyword arguments, each a variant measured for every backend, e.g. "
+                             "'{}' '{\"max_tokens\": 1024}' (the answer budget against the former fixed cap)")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="HTTP timeout of one model call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    variants = []
+    for text in args.env_kwargs:
+        try:
+            variant = json.loads(text)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--env-kwargs {text!r} is not JSON: {exc}")
+        if not isinstance(variant, dict):
+            parser.error(f"--env-kwargs {text!r} is not a JSON object")
+        variants.append(variant)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model request otherwise
+    print(f"{cpu_description()}; {time.strftime('%Y-%m-%d')}; seed {args.seed}, "
+          f"{args.steps} steps a size after one warm-up step")
     real = real_steps_per_s(args.real_steps, args.seed)
     print(f"real MiniWoB, one browser: {real:.1f} steps/s")
-    print("| backend | N | synthetic steps/s | synthetic / real |\n|---|---|---|---|")
+    print("| backend | env kwargs | N | synthetic steps/s | synthetic / real |\n|---|---|---|---|---|")
     for backend in args.backends:
-        for n in args.sizes:
-            synthetic = synthetic_steps_per_s(n, args.steps, args.seed, backend, args.timeout_s)
-            print(f"| {backend} | {n} | {synthetic:.2f} | {synthetic / real:.3f} |", flush=True)
+        for variant in variants:
+            for n in args.sizes:
+                synthetic = synthetic_steps_per_s(n, args.steps, args.seed, backend, args.timeout_s, variant)
+                print(f"| {backend} | {json.dumps(variant)} | {n} | {synthetic:.2f} | {synthetic / real:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

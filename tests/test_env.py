@@ -221,7 +221,7 @@ def test_prompt_version_follows_the_backends_model_card_unless_given():
     assert action_line(ScriptedBackend(responder))[0] == prompts.PROMPT_VERSION
     # a backend that cannot tell (a served model) gets the version the domain's shipped model reads
     miniwob = gym.make("DreamGym-MiniWoB-v0", backend=ScriptedBackend(responder), buffer=False)
-    assert miniwob.unwrapped.prompt_version == "v3"
+    assert miniwob.unwrapped.prompt_version == "v5"
     miniwob.close()
     with pytest.raises(ValueError, match="unknown prompt version 'v9'"):
         make(prompt_version="v9")

@@ -200,7 +200,7 @@ class DreamGymEnv(TextWebEnv):
         self.top_p = top_p
         # None: the domain's budget, per request (``Domain.answer_token_budget``); a number: that
         self.max_tokens = max_tokens or self.domain.max_output_tokens
-        self._max_tokens_given = max_tokens is not None
+        self._max_tokens_given = bool(max_tokens)
         self.policy_version = policy_version
         self.render_mode = render_mode
         self.output_schema = output_json_schema(self.domain.state_format, self.domain.output_limits)

@@ -42,7 +42,8 @@ class Domain:
     max_episode_steps: int = 30
     max_output_tokens: int = 384
     #: When set, a transition request may use at most this many answer tokens beyond half the
-    #: prompt's characters (a prompt has fewer tokens than that), and never more than
+    #: prompt's characters (about its token count or more: MiniWoB prompts run 1.9-3+ characters a
+    #: token), and never more than
     #: ``max_output_tokens``: a degenerate answer then stops sooner (see ``answer_token_budget``).
     answer_tokens_beyond_prompt: int | None = None
     output_limits: OutputLimits = OutputLimits(patch_lines=24)

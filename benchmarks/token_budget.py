@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from dreamgym_env.domains import make_domain
+from dreamgym_env.domains.base import half_prompt_characters
 from dreamgym_env.sft.data import load_split, prompt_text, train_buffer
 from dreamgym_env.sft.examples import build_examples
 
@@ -115,8 +116,7 @@ def main() -> None:
         patch = n(json.dumps(target["patch"], ensure_ascii=False, separators=(",", ":")))
         parts["answer: patch"].append(patch)
         parts["answer: JSON keys, reward, done, valid, end"].append(answer - sum(said.values()) - patch)
-        chars = sum(len(m["content"]) for m in e.messages)
-        beyond.append(answer - (chars + 1) // 2)
+        beyond.append(answer - half_prompt_characters(e.messages))
         over_budget += answer > domain.answer_token_budget(e.messages)
         totals.append(prompt + answer)
         prompts.append(prompt)

@@ -198,7 +198,8 @@ class DreamGymEnv(TextWebEnv):
         self.max_retries = max_retries
         self.temperature = temperature
         self.top_p = top_p
-        # None: the domain's budget, per request (``Domain.answer_token_budget``); a number: that
+        # Transition requests: max_tokens if given, else the domain's per-request budget
+        # (``Domain.answer_token_budget``); initial-state requests: max_tokens or the domain's cap.
         self.max_tokens = max_tokens or self.domain.max_output_tokens
         self._max_tokens_given = bool(max_tokens)
         self.policy_version = policy_version

@@ -27,6 +27,12 @@ class Task:
         return cls(str(data.get("task_id", f"custom-{abs(hash(data['goal'])) % 10**8}")), data["goal"], meta)
 
 
+def half_prompt_characters(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Half the characters of a chat prompt's messages, rounded up: the part of a transition's
+    answer budget that follows the prompt (:meth:`Domain.answer_token_budget`)."""
+    return (sum(len(str(m.get("content", ""))) for m in messages) + 1) // 2
+
+
 class Domain:
     """Base class of a domain; subclasses set the class attributes and load ``tasks``.
 
@@ -88,8 +94,7 @@ class Domain:
         cap stops), and every token of it delays the whole batch it is in."""
         if self.answer_tokens_beyond_prompt is None:
             return self.max_output_tokens
-        chars = sum(len(str(m.get("content", ""))) for m in messages)
-        return min(self.max_output_tokens, self.answer_tokens_beyond_prompt + (chars + 1) // 2)
+        return min(self.max_output_tokens, self.answer_tokens_beyond_prompt + half_prompt_characters(messages))
 
     def default_model(self) -> str | None:
         """The model directory used when the user names none; None: the embedded base model."""
